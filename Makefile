@@ -1,0 +1,40 @@
+# keras-dynunet: `make demo` (the main job, offline) and `make test` (the whole suite).
+# Both create or refresh the virtualenv at .venv when pyproject.toml or this file change.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-tf test-backends lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# The CPU build of PyTorch, for the torch-backend test subset (no CUDA download).
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# The real DSB 2018 nuclei image ships inside stardist; its heavy deps are not needed.
+	$(BIN)/python -m pip install -q --no-deps "stardist==0.9.2"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/keras-dynunet demo --out demo_output
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test-tf: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
+
+test-backends: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backends tests
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backends tests
+
+test: lint test-tf test-backends
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_weight_map.py
+
+clean:
+	rm -rf $(VENV) demo_output

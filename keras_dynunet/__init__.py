@@ -1,0 +1,42 @@
+"""keras-dynunet: dynamic U-Nets for any Keras encoder.
+
+>>> import keras_dynunet as kd
+>>> kd.list_encoders("resnet*")
+['resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50']
+"""
+
+from keras_dynunet.discover import discover_taps, taps_from_layers
+from keras_dynunet.model import DynUNet, build_unet
+from keras_dynunet.models import TernausUNet11, VanillaUNet, build_model, list_models
+from keras_dynunet.preprocessing import preprocess_input
+from keras_dynunet.registry import (
+    get_encoder,
+    get_encoder_spec,
+    list_encoders,
+    register_encoder,
+    unregister_encoder,
+)
+from keras_dynunet.taps import EncoderSpec, Tap
+from keras_dynunet.version import __version__
+from keras_dynunet.weights import WeightsUnavailableError
+
+__all__ = [
+    "DynUNet",
+    "EncoderSpec",
+    "Tap",
+    "TernausUNet11",
+    "VanillaUNet",
+    "WeightsUnavailableError",
+    "__version__",
+    "build_model",
+    "build_unet",
+    "discover_taps",
+    "get_encoder",
+    "get_encoder_spec",
+    "list_encoders",
+    "list_models",
+    "preprocess_input",
+    "register_encoder",
+    "taps_from_layers",
+    "unregister_encoder",
+]

@@ -1,0 +1,7 @@
+"""Custom, serialisable Keras layers and initialisers used by the decoders."""
+
+from keras_dynunet.layers.icnr import ICNR
+from keras_dynunet.layers.pixel_shuffle import PixelShuffle
+from keras_dynunet.layers.spatial import MatchSpatial, PadToMultiple, pad_to_stride
+
+__all__ = ["ICNR", "MatchSpatial", "PadToMultiple", "PixelShuffle", "pad_to_stride"]

@@ -1,0 +1,106 @@
+"""Where encoder weights come from: random init, a named source, or a local file.
+
+A spec's ``weight_sources`` maps a source name (``"imagenet"``) to where
+the weights live. ``"keras.applications"`` means the builder downloads them
+itself (keras verifies the file hash); a URL means a PyTorch checkpoint that
+must be converted. Failures raise :class:`WeightsUnavailableError` with the
+URL and what to do offline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import keras
+
+from keras_dynunet.taps import EncoderSpec
+
+KERAS_APPLICATIONS = "keras.applications"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (offline, unknown source, no converter)."""
+
+
+def _is_path(weights: str) -> bool:
+    return os.sep in weights or weights.endswith(".h5") or os.path.exists(weights)
+
+
+def build_backbone(
+    spec: EncoderSpec, input_shape: Sequence[int | None], weights: str | None
+) -> keras.Model:
+    """Build ``spec``'s backbone, with pretrained weights when a source is named.
+
+    Args:
+        spec: The encoder specification.
+        input_shape: Input shape without batch axis.
+        weights: ``None``, a source name from ``spec.weight_sources`` or a file
+            path (the file is loaded later, by :func:`load_weights_file`).
+
+    Raises:
+        WeightsUnavailableError: Unknown source name, or the source cannot be
+            reached or converted; the message says what to do instead.
+
+    >>> from keras_dynunet.registry import get_encoder_spec
+    >>> build_backbone(get_encoder_spec("resnet18"), (None, None, 3), None).name
+    'resnet18'
+    """
+    input_shape = tuple(input_shape)
+    if weights is None or (weights not in spec.weight_sources and _is_path(weights)):
+        return spec.builder(input_shape)
+    if weights not in spec.weight_sources:
+        known = sorted(spec.weight_sources) or ["none"]
+        raise WeightsUnavailableError(
+            f"Encoder {spec.name!r} has no weight source {weights!r} (known sources: "
+            f"{known}) and no file {weights!r} exists. Pass None, one of the sources, or a "
+            "path to a .weights.h5 file."
+        )
+    source = spec.weight_sources[weights]
+    if source == KERAS_APPLICATIONS:
+        try:
+            return spec.builder(input_shape, weights=weights)
+        except Exception as error:  # keras raises a bare Exception on fetch failure
+            if "fetch failure" not in str(error) and "URL" not in str(error):
+                raise
+            raise WeightsUnavailableError(
+                f"Could not download {weights!r} weights for {spec.name!r} through "
+                f"keras.applications: {error}. Offline, download the file named in that URL "
+                "on a connected machine and place it under ~/.keras/models/ (keras checks "
+                "its hash), or pass weights=None."
+            ) from None
+    raise WeightsUnavailableError(
+        f"{weights!r} weights for {spec.name!r} are a PyTorch checkpoint ({source}); this "
+        "version cannot convert them yet. Pass weights=None, or a .weights.h5 file saved "
+        "from a converted encoder."
+    )
+
+
+def load_weights_file(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Load a ``.weights.h5`` file into ``model``, with errors that name the file.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not a Keras weights file or does not match.
+
+    >>> import tempfile, pathlib
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.weights.h5"
+    >>> m.save_weights(path)
+    >>> load_weights_file(m, path)
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Weights file {path!r} does not exist.")
+    if not path.endswith(".weights.h5"):
+        raise ValueError(
+            f"Weights file {path!r} must be a Keras '.weights.h5' file "
+            "(saved with model.save_weights)."
+        )
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise ValueError(
+            f"Could not load weights file {path!r} into {model.name!r}: {error}. The file is "
+            "truncated, corrupt, or was saved from another architecture."
+        ) from None
