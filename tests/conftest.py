@@ -10,8 +10,13 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_clear():
-    """Each test starts from a fixed seed and a clean Keras name scope."""
+def _seed():
+    """Each test starts from a fixed seed (numpy, Python and the backend)."""
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clear_session():
+    """Free the models a test module built (clear_session is too slow to run per test)."""
     yield
     keras.backend.clear_session()

@@ -9,13 +9,6 @@ import pytest
 
 from keras_dynunet.instances import dsb_data, dsb_split, load_dsb_example
 
-
-@pytest.fixture(autouse=True)
-def _seed_and_clear() -> None:
-    """Override tests/conftest.py's Keras seeding/clear_session (~0.2 s per test): these
-    tests are numpy/scipy only."""
-
-
 needs_stardist = pytest.mark.skipif(
     importlib.util.find_spec("stardist") is None,
     reason="needs `pip install --no-deps stardist==0.9.2 tifffile`",

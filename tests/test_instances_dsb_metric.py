@@ -13,13 +13,6 @@ from scipy import sparse
 
 from keras_dynunet.instances import DEFAULT_THRESHOLDS, dsb_score, iou_matrix, synthetic_labels
 
-
-@pytest.fixture(autouse=True)
-def _seed_and_clear() -> None:
-    """Override tests/conftest.py's Keras seeding/clear_session (~0.2 s per test): these
-    tests are numpy/scipy only."""
-
-
 small_labels = hnp.arrays(
     dtype=np.int32,
     shape=st.tuples(st.integers(1, 8), st.integers(1, 8)),

@@ -14,12 +14,6 @@ from keras_dynunet.instances import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_clear() -> None:
-    """Override tests/conftest.py's Keras seeding/clear_session (~0.2 s per test): these
-    tests are numpy/scipy only."""
-
-
 def test_shapes_dtypes_and_range() -> None:
     img, lab = synthetic_nuclei((80, 96), n_nuclei=(5, 10), radius=(5, 9), seed=0)
     assert img.shape == (80, 96, 3) and img.dtype == np.float32

@@ -24,13 +24,6 @@ from keras_dynunet.instances import (
     validate_labels,
 )
 
-
-@pytest.fixture(autouse=True)
-def _seed_and_clear() -> None:
-    """Override tests/conftest.py's Keras seeding/clear_session (~0.2 s per test): these
-    tests are numpy/scipy only."""
-
-
 small_labels = hnp.arrays(
     dtype=np.int32,
     shape=st.tuples(st.integers(1, 7), st.integers(1, 7)),

@@ -16,12 +16,6 @@ from keras_dynunet.instances import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_clear() -> None:
-    """Override tests/conftest.py's Keras seeding/clear_session (~0.2 s per test): these
-    tests are numpy/scipy only."""
-
-
 def two_touching_squares() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labels = np.zeros((12, 20), dtype=np.int32)
     labels[2:10, 2:10] = 1

