@@ -5,7 +5,11 @@
 ['resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50']
 """
 
+from keras_dynunet import instances, losses, metrics
+from keras_dynunet.augment import Augmentation
+from keras_dynunet.dataset import SegmentationDataset
 from keras_dynunet.discover import discover_taps, taps_from_layers
+from keras_dynunet.inference import predict_tiled
 from keras_dynunet.model import DynUNet, build_unet
 from keras_dynunet.models import TernausUNet11, VanillaUNet, build_model, list_models
 from keras_dynunet.preprocessing import preprocess_input
@@ -21,8 +25,10 @@ from keras_dynunet.version import __version__
 from keras_dynunet.weights import WeightsUnavailableError
 
 __all__ = [
+    "Augmentation",
     "DynUNet",
     "EncoderSpec",
+    "SegmentationDataset",
     "Tap",
     "TernausUNet11",
     "VanillaUNet",
@@ -33,8 +39,12 @@ __all__ = [
     "discover_taps",
     "get_encoder",
     "get_encoder_spec",
+    "instances",
     "list_encoders",
     "list_models",
+    "losses",
+    "metrics",
+    "predict_tiled",
     "preprocess_input",
     "register_encoder",
     "taps_from_layers",
