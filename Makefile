@@ -5,11 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-tf test-backends lint bench clean
+.PHONY: venv demo test test-tf test-backends lint docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,docs]"
 	# The CPU build of PyTorch, for the torch-backend test subset (no CUDA download).
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	# The real DSB 2018 nuclei image ships inside stardist; its heavy deps are not needed.
@@ -33,10 +33,14 @@ test-backends: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backends tests
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backends tests
 
-test: lint test-tf test-backends
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet -d site
+
+test: lint test-tf test-backends docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_weight_map.py
+	$(BIN)/python benchmarks/bench_tiled_memory.py
 
 clean:
 	rm -rf $(VENV) demo_output

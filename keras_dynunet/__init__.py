@@ -7,8 +7,10 @@
 
 from keras_dynunet import instances, losses, metrics
 from keras_dynunet.augment import Augmentation
+from keras_dynunet.checkpoint import load_pretrained, save_pretrained
 from keras_dynunet.dataset import SegmentationDataset
 from keras_dynunet.discover import discover_taps, taps_from_layers
+from keras_dynunet.hub import from_pretrained, push_to_hub
 from keras_dynunet.inference import predict_tiled
 from keras_dynunet.model import DynUNet, build_unet
 from keras_dynunet.models import TernausUNet11, VanillaUNet, build_model, list_models
@@ -37,16 +39,20 @@ __all__ = [
     "build_model",
     "build_unet",
     "discover_taps",
+    "from_pretrained",
     "get_encoder",
     "get_encoder_spec",
     "instances",
     "list_encoders",
     "list_models",
+    "load_pretrained",
     "losses",
     "metrics",
     "predict_tiled",
     "preprocess_input",
+    "push_to_hub",
     "register_encoder",
+    "save_pretrained",
     "taps_from_layers",
     "unregister_encoder",
 ]

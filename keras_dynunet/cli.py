@@ -40,20 +40,78 @@ def _models(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from keras_dynunet.demo import run_demo
 
-    result = run_demo(
-        args.out,
-        encoder=args.encoder,
-        size=args.size,
-        train_images=args.images,
-        epochs=args.epochs,
-        seed=args.seed,
-    )
+    result = run_demo(args.out, checkpoint=args.checkpoint)
+    print(f"checkpoint {result.checkpoint}")
     print(
-        f"encoder {result.encoder}: Dice on held-out synthetic nuclei "
-        f"{result.dice_before:.3f} before training -> {result.dice_after:.3f} after "
-        f"(loss {result.loss_first:.3f} -> {result.loss_last:.3f})"
+        f"real DSB 2018 image: {result.instances} nuclei found ({result.true_instances} "
+        f"labelled); DSB score {result.dsb_score:.4f} on the whole image, "
+        f"{result.heldout_dsb_score:.4f} on the held-out quarter never seen in training"
     )
-    print(f"wrote {result.png} and {os.path.join(args.out, 'demo.json')}")
+    print(f"wrote {result.overlay} (predicted outlines | ground truth) and demo.json")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from keras_dynunet.hub import from_pretrained
+    from keras_dynunet.predict import predict_files
+
+    model = from_pretrained(args.ref, args.revision)
+    for result in predict_files(model, args.images, args.out, tile=args.tile):
+        found = "" if result.instances is None else f" ({result.instances} instances)"
+        print(f"{result.image}: {result.mask}, {result.overlay}{found}")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from keras_dynunet.hub import pull
+
+    path = pull(args.ref, args.revision, cache_dir=args.cache_dir, force_download=args.force)
+    print(path)
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from huggingface_hub import constants
+
+    from keras_dynunet.hub import push_to_hub
+
+    sha = push_to_hub(
+        args.directory,
+        args.repo_id,
+        private=args.private,
+        commit_message=args.message,
+        revision=args.revision,
+    )
+    print(f"pushed {args.directory} to hf://{args.repo_id}@{sha}")
+    print(f"{constants.ENDPOINT}/{args.repo_id}/commit/{sha}")
+    return 0
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from keras_dynunet.zoo import list_cards, load_card
+
+    names = list_cards()
+    if not names:
+        print("error: no zoo cards found (see KERAS_DYNUNET_ZOO).", file=sys.stderr)
+        return 1
+    print(f"{'name':<30} {'status':<10} {'model':<28} {'encoder':<20} repo")
+    for name in names:
+        card = load_card(name)
+        arch = card["architecture"]
+        repo = f"{card['repo_id']}@{card['revision'][:12]}" if card["revision"] else "-"
+        print(
+            f"{name:<30} {card['status']:<10} {arch['model_class']:<28} {arch['encoder']:<20} "
+            f"{repo}"
+        )
+    return 0
+
+
+def _zoo_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from keras_dynunet.zoo import load_card
+
+    print(yaml.safe_dump(load_card(args.name), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
@@ -89,18 +147,87 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="train a U-Net on synthetic nuclei offline and write a PNG",
-        description="Offline demo: generates nuclei images, trains a U-Net with a registry "
-        "encoder for a few epochs on the CPU, prints the Dice score on held-out images before "
-        "and after training, and writes demo.png (input | target | prediction) and demo.json.",
+        help="segment the real DSB 2018 nuclei image with the embedded checkpoint (offline)",
+        description="Offline demo: loads the embedded nuclei-lite0-dsb2018 checkpoint, segments "
+        "the real Data Science Bowl 2018 image shipped in the stardist wheel, splits touching "
+        "nuclei by watershed, prints the instance count and the DSB score against the real "
+        "labels (whole image, and the held-out quarter never seen in training), and writes "
+        "overlay.png (predicted outlines | ground-truth outlines) and demo.json.",
     )
     demo.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
-    demo.add_argument("--encoder", default="efficientnet-lite0", help="registry encoder name")
-    demo.add_argument("--size", type=int, default=128, help="image side in pixels")
-    demo.add_argument("--images", type=int, default=96, help="number of training images")
-    demo.add_argument("--epochs", type=int, default=6, help="training epochs")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument(
+        "--checkpoint", default=None, help="another checkpoint directory (default: embedded)"
+    )
     demo.set_defaults(func=_demo)
+
+    predict = sub.add_parser(
+        "predict",
+        help="predict masks or instances for your images, with PNG overlays",
+        description="Load a checkpoint (zoo name such as nuclei-lite0-dsb2018, hf://org/repo, "
+        "org/repo or a directory) and predict each IMAGE (PNG, JPEG, BMP, TIFF; any size, large "
+        "ones in tiles). Instance checkpoints write <stem>_labels.png (16-bit instance ids) and "
+        "<stem>_overlay.png (outlines); semantic ones write <stem>_mask.png and a tinted overlay.",
+    )
+    predict.add_argument("ref", help="checkpoint: zoo name, hf://org/repo[@rev], org/repo or dir")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--out", default="predictions", help="output folder")
+    predict.add_argument("--revision", default=None, help="Hub revision (branch, tag or sha)")
+    predict.add_argument("--tile", type=int, default=512, help="tile size for large images")
+    predict.set_defaults(func=_predict)
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a checkpoint into the Hugging Face cache and print its folder",
+        description="Download (or find in the Hugging Face cache) a keras-dynunet checkpoint, "
+        "verify its config.json and SHA-256, and print the local folder. REF is "
+        "hf://org/repo[@revision], org/repo, a zoo card name (`keras-dynunet zoo list`) or a "
+        "local checkpoint folder. Honours HF_HUB_CACHE, HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN; "
+        "run it on a connected machine, then load offline with kd.from_pretrained(REF).",
+    )
+    pull.add_argument("ref", help="hf://org/repo[@rev], org/repo, zoo name or folder")
+    pull.add_argument("--revision", help="branch, tag or commit sha (default: main)")
+    pull.add_argument("--cache-dir", help="Hugging Face cache folder (default: HF_HUB_CACHE)")
+    pull.add_argument(
+        "--force", action="store_true", help="download again even if cached (repairs a cache)"
+    )
+    pull.set_defaults(func=_pull)
+
+    push = sub.add_parser(
+        "push",
+        help="upload a checkpoint folder to the Hugging Face Hub in one commit",
+        description="Verify a checkpoint folder written by kd.save_pretrained (config.json, "
+        "model.weights.h5, README.md), create REPO_ID if needed and upload the files in a single "
+        "commit. Prints the commit sha to pin (hf://REPO_ID@SHA). Needs a write token (HF_TOKEN "
+        "or `hf auth login`).",
+    )
+    push.add_argument("directory", help="checkpoint folder")
+    push.add_argument("repo_id", help="org/name on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--message", default="Upload keras-dynunet checkpoint", help="commit message")
+    push.add_argument("--revision", help="branch to commit to (created from main if missing)")
+    push.set_defaults(func=_push)
+
+    zoo = sub.add_parser(
+        "zoo",
+        help="list or show model zoo cards",
+        description="Model zoo cards (zoo/<name>.yaml): what each checkpoint is, where it is "
+        "published, and how its metrics were measured.",
+    )
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_list = zoo_sub.add_parser(
+        "list",
+        help="one line per card: status, model, encoder, pinned repo",
+        description="List zoo cards with their status (published, recipe, packaged), model "
+        "class, encoder and pinned Hub repository.",
+    )
+    zoo_list.set_defaults(func=_zoo_list)
+    zoo_show = zoo_sub.add_parser(
+        "show",
+        help="print one card (validated) as YAML",
+        description="Validate a zoo card against the schema and print it as YAML.",
+    )
+    zoo_show.add_argument("name", help="card name, see `keras-dynunet zoo list`")
+    zoo_show.set_defaults(func=_zoo_show)
     return parser
 
 

@@ -78,8 +78,8 @@ def discover_taps(
     >>> b = keras.layers.MaxPooling2D(name="b")(x)
     >>> b = keras.layers.Conv2D(16, 1, name="b_proj")(b)
     >>> y = keras.layers.Add(name="merge")([a, b])
-    >>> [(t.key, t.layer, t.channels) for t in discover_taps(keras.Model(inp, y))]
-    [('P2', 'stem', 8), ('P3', 'merge', 16)]
+    >>> " ".join(f"{t.key}:{t.layer}:{t.channels}" for t in discover_taps(keras.Model(inp, y)))
+    'P2:stem:8 P3:merge:16'
     """
     if hasattr(model, "pyramid_outputs") and getattr(model, "pyramid_outputs", None):
         return tuple(t for t in _pyramid_taps(model, probe_size) if t.stride >= min_stride)

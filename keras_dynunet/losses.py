@@ -33,7 +33,7 @@ channel; with ``smooth=0`` :class:`DiceLoss` and :class:`JaccardLoss` equal
 ``keras.losses.Dice(axis=spatial)`` and ``keras.losses.Tversky(alpha=1, beta=1,
 axis=spatial)`` on non-empty masks (checked in the tests). Keras has no Lovasz loss.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y = np.array([[[[1.0], [0.0]]]])              # one 1x2 image, one channel
     >>> w = np.array([[[3.0, 1.0]]])                  # its weight map
@@ -78,7 +78,7 @@ def stack_weight_map(y_true: Any, weight_map: Any) -> np.ndarray:
     Returns:
         A float32 array ``(N, *spatial, C + 1)`` whose last channel is the weight map.
 
-    Example:
+    Examples:
         >>> stack_weight_map(np.zeros((1, 2, 2, 1)), np.full((1, 2, 2), 5.0)).shape
         (1, 2, 2, 2)
         >>> stack_weight_map(np.array([[1, 2]]), np.array([[0.5, 4.0]])).tolist()
@@ -112,7 +112,7 @@ def split_weight_channel(y_true: Any, y_pred: Any, sparse: bool = False) -> tupl
     Returns:
         ``(y_true without the weight channel, weight map (batch, *spatial) or None)``.
 
-    Example:
+    Examples:
         >>> y, w = split_weight_channel(np.ones((1, 2, 2, 3)), np.ones((1, 2, 2, 2)))
         >>> tuple(y.shape), tuple(w.shape)
         ((1, 2, 2, 2), (1, 2, 2))
@@ -177,7 +177,7 @@ class WeightedBinaryCrossentropy(_PixelWeightedMixin, keras.losses.BinaryCrossen
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[1.0, 2.0], [0.0, 1.0]]]])  # 1x2 image: (target, weight)
         >>> p = np.array([[[[0.8], [0.4]]]])
         >>> round(float(WeightedBinaryCrossentropy()(y, p)), 4)  # (-2 ln .8 - ln .6) / 2
@@ -220,7 +220,7 @@ class WeightedBinaryFocalCrossentropy(_PixelWeightedMixin, keras.losses.BinaryFo
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[1.0, 4.0]]]])  # one pixel, target 1, weight 4
         >>> p = np.array([[[[0.5]]]])
         >>> round(float(WeightedBinaryFocalCrossentropy(gamma=2.0)(y, p)), 4)  # 4 .25 ln 2
@@ -268,7 +268,7 @@ class WeightedCategoricalCrossentropy(keras.losses.Loss):
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[2.0, 3.0], [0.0, 1.0]]]])  # 1x2 image: (class id, weight)
         >>> p = np.array([[[[0.2, 0.3, 0.5], [0.5, 0.25, 0.25]]]])
         >>> loss = WeightedCategoricalCrossentropy(sparse=True)
@@ -370,7 +370,7 @@ class DiceLoss(_SoftOverlapLoss):
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[1.0], [1.0]], [[0.0], [0.0]]]])  # one 2x2 image
         >>> p = np.array([[[[1.0], [0.0]], [[0.0], [1.0]]]])
         >>> round(float(DiceLoss(smooth=0.0)(y, p)), 4)  # 1 - 2 * 1 / (2 + 2)
@@ -410,7 +410,7 @@ class JaccardLoss(_SoftOverlapLoss):
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[1.0], [1.0]], [[0.0], [0.0]]]])  # one 2x2 image
         >>> p = np.array([[[[1.0], [0.0]], [[0.0], [1.0]]]])
         >>> round(float(JaccardLoss(smooth=0.0)(y, p)), 4)  # 1 - 1 / (2 + 2 - 1)
@@ -472,7 +472,7 @@ class LovaszHingeLoss(keras.losses.Loss):
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[1.0], [0.0]]]])  # one 1x2 image
         >>> logits = np.array([[[[0.5], [0.5]]]])
         >>> # hinge errors (1 - .5, 1 + .5); sorted descending: (1.5, .5) with labels
@@ -551,7 +551,7 @@ class CombinedLoss(keras.losses.Loss):
         name: Loss name.
         dtype: Computation dtype.
 
-    Example:
+    Examples:
         >>> y = np.array([[[[1.0], [0.0]]]])
         >>> p = np.array([[[[0.5], [0.5]]]])
         >>> loss = CombinedLoss([DiceLoss(smooth=0.0), JaccardLoss(smooth=0.0)], [2.0, 1.0])

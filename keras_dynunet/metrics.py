@@ -17,7 +17,7 @@ accumulated counts, ``Dice = 2 TP / (2 TP + FP + FN)`` (= ``2 IoU / (1 + IoU)``)
 Keras lacks for masks (``keras.metrics.F1Score`` takes ``(batch, classes)`` rows and
 thresholds them itself, it does not pool the pixels of image batches).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y = np.array([[[[1.0], [1.0]], [[0.0], [0.0]]]])  # one 2x2 mask
     >>> p = np.array([[[[0.9], [0.2]], [[0.7], [0.1]]]])  # TP 1, FN 1, FP 1
@@ -95,7 +95,7 @@ class IoUScore(_BinaryMaskConfusion):
         name: Metric name.
         dtype: Dtype of the accumulated counts, as in ``keras.metrics.BinaryIoU``.
 
-    Example:
+    Examples:
         >>> m = IoUScore(from_logits=True)
         >>> m.update_state([[1.0, 1.0, 0.0]], [[2.0, -1.0, 3.0]])  # TP 1, FN 1, FP 1
         >>> m.update_state([[1.0, 0.0, 0.0]], [[1.0, -2.0, -3.0]])  # TP 1
@@ -129,7 +129,7 @@ class DiceCoefficient(_BinaryMaskConfusion):
         name: Metric name.
         dtype: Dtype of the accumulated counts, as in ``keras.metrics.BinaryIoU``.
 
-    Example:
+    Examples:
         >>> m = DiceCoefficient()
         >>> m.update_state([[1.0, 1.0, 0.0, 0.0]], [[0.9, 0.2, 0.7, 0.1]])
         >>> round(float(m.result()), 4)  # TP 1, FN 1, FP 1: 2 / (2 + 1 + 1)

@@ -118,6 +118,9 @@ class DynUNet(keras.Model):
         decoder_activation: Activation inside the decoder blocks.
         activation: Head activation: ``None`` (logits), ``"sigmoid"``, ``"softmax"``.
         blocks_per_stage: Conv blocks per decoder stage.
+        head_kernel_size: Kernel of the final convolution (segmentation_models_pytorch
+            uses 3).
+        norm_epsilon: Decoder normalisation epsilon (PyTorch ports use ``1e-5``).
         name: Model name.
 
     >>> model = DynUNet("resnet18", classes=2, input_shape=(None, None, 3))
@@ -140,6 +143,8 @@ class DynUNet(keras.Model):
         decoder_activation: str = "relu",
         activation: str | None = None,
         blocks_per_stage: int = 2,
+        head_kernel_size: int = 1,
+        norm_epsilon: float = 1e-3,
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -199,8 +204,9 @@ class DynUNet(keras.Model):
             activation=decoder_activation,
             blocks_per_stage=blocks_per_stage,
             align_skips=not exact,
+            norm_epsilon=norm_epsilon,
         )
-        x = keras.layers.Conv2D(classes, 1, name="head")(x)
+        x = keras.layers.Conv2D(classes, head_kernel_size, padding="same", name="head")(x)
         if needs_pad or not exact:
             x = MatchSpatial(name="crop_to_input")([x, inputs])
         outputs = keras.layers.Activation(activation or "linear", dtype="float32", name="output")(x)
@@ -227,6 +233,8 @@ class DynUNet(keras.Model):
             "decoder_activation": decoder_activation,
             "activation": activation,
             "blocks_per_stage": blocks_per_stage,
+            "head_kernel_size": head_kernel_size,
+            "norm_epsilon": norm_epsilon,
         }
 
     def get_config(self) -> dict[str, Any]:

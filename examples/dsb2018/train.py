@@ -24,14 +24,9 @@ import numpy as np
 import keras_dynunet as kd
 from keras_dynunet.augment import Augmentation
 from keras_dynunet.dataset import SegmentationDataset, normalize_image
-from keras_dynunet.instances import (
-    dsb_score,
-    dsb_split,
-    instances_from_predictions,
-    load_dsb_example,
-    synthetic_dataset,
-)
+from keras_dynunet.instances import dsb_split, load_dsb_example, synthetic_dataset
 from keras_dynunet.losses import CombinedLoss, DiceLoss, WeightedBinaryCrossentropy
+from keras_dynunet.segment import evaluate_instances
 
 ENCODER = "efficientnet-lite0"
 
@@ -55,18 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate(model: keras.Model, image: np.ndarray, labels: np.ndarray) -> dict:
-    """Predict, split instances by watershed, and score them against ``labels``."""
-    x = np.asarray(kd.preprocess_input(image[None] * 255.0, ENCODER))
-    prob = np.asarray(model.predict(x, verbose=0))[0]
-    pred = instances_from_predictions(prob[..., 0], prob[..., 1])
-    score = dsb_score(labels, pred)
-    return {
-        "dsb_score": round(float(score.score), 4),
-        "f1_at_0.5": round(float(score.f1[0]), 4),
-        "true_instances": int(len(np.unique(labels)) - 1),
-        "predicted_instances": int(pred.max()),
-    }
+def _scores(model: keras.Model, image: np.ndarray, labels: np.ndarray) -> dict:
+    result = evaluate_instances(model, image, labels, ENCODER)
+    result.pop("labels")
+    return result
 
 
 def main(argv=None) -> dict:
@@ -121,8 +108,8 @@ def main(argv=None) -> dict:
     )
     shipped = load_pretrained(args.out)  # score what is shipped, not what is in memory
     report = {
-        "heldout": evaluate(shipped, hold_img, hold_lab),
-        "train_region": evaluate(shipped, train_img, train_lab),
+        "heldout": _scores(shipped, hold_img, hold_lab),
+        "train_region": _scores(shipped, train_img, train_lab),
         "loss_first_last": [
             round(history.history["loss"][0], 4),
             round(history.history["loss"][-1], 4),

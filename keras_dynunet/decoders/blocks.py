@@ -22,18 +22,21 @@ def _layer(kind: str, spatial_dims: int, transpose: bool = False):
     return getattr(keras.layers, f"{kind}{spatial_dims}D{'Transpose' if transpose else ''}")
 
 
-def normalization(kind: str, name: str) -> keras.layers.Layer | None:
+def normalization(kind: str, name: str, epsilon: float = 1e-3) -> keras.layers.Layer | None:
     """The normalisation layer for ``kind`` (``None`` for ``"none"``).
+
+    ``epsilon`` is the variance epsilon (Keras default ``1e-3``; PyTorch's
+    BatchNorm uses ``1e-5``, which ported decoders need).
 
     >>> normalization("batch", "bn").__class__.__name__
     'BatchNormalization'
     """
     if kind == "batch":
-        return keras.layers.BatchNormalization(name=name)
+        return keras.layers.BatchNormalization(epsilon=epsilon, name=name)
     if kind == "group":
-        return keras.layers.GroupNormalization(groups=8, name=name)
+        return keras.layers.GroupNormalization(groups=8, epsilon=epsilon, name=name)
     if kind == "layer":
-        return keras.layers.LayerNormalization(name=name)
+        return keras.layers.LayerNormalization(epsilon=epsilon, name=name)
     if kind == "none":
         return None
     raise ValueError(f"Unknown normalization {kind!r}; choose one of {NORMALIZATIONS}.")
@@ -48,6 +51,7 @@ def conv_block(
     norm: str = "batch",
     activation: str | None = "relu",
     spatial_dims: int = 2,
+    norm_epsilon: float = 1e-3,
 ) -> Any:
     """Convolution ('same' padding) -> normalisation -> activation.
 
@@ -58,7 +62,7 @@ def conv_block(
     (None, None, None, 16)
     """
     conv = _layer("Conv", spatial_dims)
-    layer_norm = normalization(norm, f"{name}_norm")
+    layer_norm = normalization(norm, f"{name}_norm", norm_epsilon)
     x = conv(
         filters, kernel_size, padding="same", use_bias=layer_norm is None,
         kernel_initializer="he_uniform", name=f"{name}_conv",

@@ -49,6 +49,7 @@ def unet_decoder(
     blocks_per_stage: int = 2,
     align_skips: bool = False,
     spatial_dims: int = 2,
+    norm_epsilon: float = 1e-3,
 ) -> Any:
     """Build the decoder on symbolic encoder features; returns the stride-1 tensor.
 
@@ -66,6 +67,7 @@ def unet_decoder(
         align_skips: Crop/pad the upsampled tensor to each skip's size (for
             'valid'-padded encoders whose sizes are not exact multiples).
         spatial_dims: 2 for images, 3 for volumes.
+        norm_epsilon: Normalisation epsilon (``1e-5`` matches PyTorch).
 
     >>> enc_in = keras.Input((None, None, 3))
     >>> f1 = keras.layers.Conv2D(8, 3, strides=2, padding="same")(enc_in)
@@ -88,7 +90,12 @@ def unet_decoder(
             f"{deepest // 2} down to 1, deep to shallow), got {list(widths)}. "
             f"Default: {list(default_decoder_channels(deepest))}."
         )
-    block = {"norm": norm, "activation": activation, "spatial_dims": spatial_dims}
+    block = {
+        "norm": norm,
+        "activation": activation,
+        "spatial_dims": spatial_dims,
+        "norm_epsilon": norm_epsilon,
+    }
     x = features[by_stride[deepest].key]
     if center:
         for index in range(2):

@@ -4,7 +4,7 @@ Targets and weight maps for training, watershed post-processing, the Data Scienc
 2018 score, a synthetic nuclei generator and a small real DSB example. Nothing here
 imports Keras.
 
-Example:
+Examples:
     >>> from keras_dynunet.instances import dsb_score, synthetic_labels
     >>> labels = synthetic_labels((64, 64), n_nuclei=4, radius=(5, 8), seed=0)
     >>> dsb_score(labels, labels).score

@@ -33,7 +33,7 @@ def dsb_example_paths() -> tuple[Path, Path]:
         ModuleNotFoundError: If ``stardist`` is not installed (the message gives the fix).
         FileNotFoundError: If the installed version does not ship the files.
 
-    Example:
+    Examples:
         >>> dsb_example_paths()[0].name
         'img2d.tif'
     """
@@ -65,7 +65,7 @@ def load_dsb_example() -> tuple[np.ndarray, np.ndarray]:
         ModuleNotFoundError: If ``stardist`` or ``tifffile`` is not installed.
         FileNotFoundError: If the installed stardist does not ship the files.
 
-    Example:
+    Examples:
         >>> image, labels = load_dsb_example()
         >>> image.shape, image.dtype, len(np.unique(labels)) - 1
         ((512, 512), dtype('uint16'), 125)
@@ -111,7 +111,7 @@ def dsb_split(
     Raises:
         ValueError: If shapes mismatch or ``holdout`` leaves an empty region.
 
-    Example:
+    Examples:
         >>> lab = np.array([[1, 1, 2, 2]])
         >>> (xi, yi), (xh, yh) = dsb_split(np.zeros((1, 4)), lab, holdout=0.25)
         >>> yi.tolist(), yh.tolist()

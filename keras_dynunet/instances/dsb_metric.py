@@ -75,7 +75,7 @@ def iou_matrix(true_labels: np.ndarray, pred_labels: np.ndarray) -> sparse.csr_m
     Raises:
         ValueError: For invalid label images or mismatched shapes.
 
-    Example:
+    Examples:
         >>> t = np.array([[1, 1, 0, 9]])
         >>> p = np.array([[4, 0, 0, 4]])
         >>> iou_matrix(t, p).toarray().tolist()
@@ -127,7 +127,7 @@ def dsb_score(
         ValueError: For invalid label images, mismatched shapes or thresholds < 0.5
             (the one-to-one matching needs IoU > 0.5).
 
-    Example:
+    Examples:
         >>> t = np.array([[1, 1, 1, 1, 0, 2, 2]])
         >>> p = np.array([[5, 5, 5, 0, 0, 0, 0]])   # IoU 0.75 with true 1; true 2 missed
         >>> s = dsb_score(t, p)

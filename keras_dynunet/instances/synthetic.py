@@ -52,7 +52,7 @@ def synthetic_labels(
     Returns:
         ``int32`` labels (H, W), background 0, instances 1..n in placement order.
 
-    Example:
+    Examples:
         >>> lab = synthetic_labels((64, 64), n_nuclei=5, radius=(5, 8), seed=0)
         >>> lab.shape, lab.dtype, int(lab.max()) <= 5
         ((64, 64), dtype('int32'), True)
@@ -125,7 +125,7 @@ def synthetic_nuclei(
     Returns:
         ``(image, labels)``: ``float32`` image in [0, 1] and ``int32`` labels (H, W).
 
-    Example:
+    Examples:
         >>> img, lab = synthetic_nuclei((64, 64), n_nuclei=6, radius=(5, 8), seed=1)
         >>> img.shape, img.dtype, bool(img.min() >= 0 and img.max() <= 1), lab.dtype
         ((64, 64, 3), dtype('float32'), True, dtype('int32'))
@@ -156,7 +156,7 @@ def synthetic_dataset(
         ``(images, labels)`` of shapes (n, H, W, 3) [or (n, H, W) with ``rgb=False``]
         float32 and (n, H, W) int32.
 
-    Example:
+    Examples:
         >>> x, y = synthetic_dataset(2, (32, 32), seed=0, n_nuclei=3, radius=(4, 6))
         >>> x.shape, y.shape
         ((2, 32, 32, 3), (2, 32, 32))

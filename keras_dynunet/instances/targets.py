@@ -54,7 +54,7 @@ def validate_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
         ValueError: If the array is not 2-D, empty, not of integer dtype, or contains
             negative ids or ids larger than ``2**31 - 1``.
 
-    Example:
+    Examples:
         >>> validate_labels(np.array([[0, 7], [7, 3]], dtype=np.uint8)).dtype
         dtype('int32')
     """
@@ -95,7 +95,7 @@ def binary_mask(labels: np.ndarray) -> np.ndarray:
     Returns:
         Boolean array of shape (H, W).
 
-    Example:
+    Examples:
         >>> binary_mask(np.array([[0, 5], [2, 0]])).tolist()
         [[False, True], [True, False]]
     """
@@ -128,7 +128,7 @@ def instance_borders(labels: np.ndarray, width: int = 2) -> np.ndarray:
     Raises:
         ValueError: For invalid labels or a negative/non-integer ``width``.
 
-    Example:
+    Examples:
         >>> labels = np.array([[1, 1, 2, 2, 0, 3]])
         >>> instance_borders(labels, width=1).astype(int).tolist()
         [[0, 1, 1, 0, 0, 0]]
@@ -160,7 +160,7 @@ def sigmoid_targets(labels: np.ndarray, border_width: int = 2) -> np.ndarray:
     Returns:
         ``float32`` array of shape (H, W, 2) with values in {0, 1}.
 
-    Example:
+    Examples:
         >>> t = sigmoid_targets(np.array([[1, 1, 2, 2, 0]]), border_width=1)
         >>> t[..., 0].tolist(), t[..., 1].tolist()
         ([[1.0, 0.0, 0.0, 1.0, 0.0]], [[0.0, 1.0, 1.0, 0.0, 0.0]])
@@ -184,7 +184,7 @@ def softmax_class_ids(labels: np.ndarray, border_width: int = 2) -> np.ndarray:
         ``int32`` array of shape (H, W) with values in {0, 1, 2}
         (:data:`INTERIOR`, :data:`BORDER`, :data:`BACKGROUND`).
 
-    Example:
+    Examples:
         >>> softmax_class_ids(np.array([[1, 1, 2, 2, 0]]), border_width=1).tolist()
         [[0, 1, 1, 0, 2]]
     """
@@ -205,7 +205,7 @@ def softmax_targets(labels: np.ndarray, border_width: int = 2) -> np.ndarray:
     Returns:
         ``float32`` array of shape (H, W, 3); exactly one channel is 1 per pixel.
 
-    Example:
+    Examples:
         >>> softmax_targets(np.array([[1, 0]]))[0].tolist()
         [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
     """

@@ -54,7 +54,7 @@ def instances_from_predictions(
         ValueError: On wrong dimensions, mismatched shapes, NaN/inf values, values outside
             [0, 1] (pass probabilities, not logits) or invalid parameters.
 
-    Example:
+    Examples:
         >>> interior = np.zeros((5, 10)); border = np.zeros((5, 10))
         >>> interior[1:4, 1:4] = interior[1:4, 6:9] = 1.0
         >>> border[1:4, 4:6] = 1.0  # two touching squares, one border column each
@@ -113,7 +113,7 @@ def instances_from_softmax(probs: np.ndarray, **kwargs: object) -> np.ndarray:
     Raises:
         ValueError: If ``probs`` is not (H, W, 3) or not a valid probability map.
 
-    Example:
+    Examples:
         >>> p = np.zeros((4, 4, 3)); p[..., 2] = 1.0
         >>> p[1:3, 1:3] = [1.0, 0.0, 0.0]
         >>> instances_from_softmax(p, min_size=1).tolist()[1]

@@ -47,7 +47,7 @@ def distance_cutoff(w0: float, sigma: float, tol: float) -> float:
     Returns:
         The cutoff distance ``c`` in pixels.
 
-    Example:
+    Examples:
         >>> round(distance_cutoff(10.0, 5.0, 1e-6), 2)
         28.39
     """
@@ -77,7 +77,7 @@ def two_nearest_distances(
     Returns:
         ``(d1, d2)``, two ``float64`` arrays of shape (H, W) with ``d1 <= d2``.
 
-    Example:
+    Examples:
         >>> d1, d2 = two_nearest_distances(np.array([[1, 0, 0, 2]]))
         >>> d1.tolist(), d2.tolist()
         ([[0.0, 1.0, 1.0, 0.0]], [[3.0, 2.0, 2.0, 3.0]])
@@ -117,7 +117,7 @@ def class_balance_weights(labels: np.ndarray) -> np.ndarray:
     Returns:
         ``float32`` array of shape (H, W).
 
-    Example:
+    Examples:
         >>> class_balance_weights(np.array([[0, 0, 0, 4]])).tolist()
         [[0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]]
     """
@@ -156,7 +156,7 @@ def unet_weight_map(
     Returns:
         ``float32`` array of shape (H, W).
 
-    Example:
+    Examples:
         >>> labels = np.zeros((1, 7), dtype=np.int32)
         >>> labels[0, :2], labels[0, 5:] = 1, 2
         >>> w = unet_weight_map(labels, w0=10.0, sigma=5.0, balance=False)
