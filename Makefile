@@ -34,7 +34,7 @@ test-backends: $(STAMP)
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backends tests
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet -d site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
 
 test: lint test-tf test-backends docs
 

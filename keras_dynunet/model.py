@@ -19,6 +19,7 @@ import keras
 from keras_dynunet.decoders import unet_decoder
 from keras_dynunet.discover import discover_taps, taps_from_layers
 from keras_dynunet.graph import measure_features
+from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
 from keras_dynunet.registry import get_encoder, get_encoder_spec, tap_model
 from keras_dynunet.taps import Tap
@@ -99,7 +100,7 @@ def resolve_encoder(
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class DynUNet(keras.Model):
+class DynUNet(HubMixin, keras.Model):
     """A U-Net whose decoder is generated from its encoder's taps.
 
     Args:

@@ -283,6 +283,17 @@ def test_second_push_updates_and_a_pinned_revision_pulls_the_old_weights(hub, im
     assert hub.commit_count("user/versions") == before
 
 
+def test_model_methods_save_and_push(hub, tmp_path, image):
+    model = _tiny(3)
+    path = model.save_pretrained(tmp_path / "ckpt", class_names=["fg"])
+    assert kd.load_pretrained(path).checkpoint_config["class_names"] == ["fg"]
+    sha = model.push_to_hub("user/method")
+    assert hub.repo("user/method").branches["main"] == sha
+    np.testing.assert_array_equal(
+        _predict(model, image), _predict(from_pretrained("hf://user/method"), image)
+    )
+
+
 def test_push_to_a_branch(hub, image):
     sha_main = push_to_hub(_tiny(0), "user/branches")
     sha_dev = push_to_hub(_tiny(1), "user/branches", revision="dev")

@@ -77,7 +77,10 @@ _PUBLISHED = {"status": "published", "repo_id": "acme/model", "revision": "a" * 
     [
         (_with(metrics=...), r"missing required key\(s\) \['metrics'\]"),
         (_with(licence="mit"), r"unknown key 'licence' \(did you mean 'license'\?\)"),
-        (_with(status="draft"), r"status must be one of \['published', 'recipe', 'packaged', 'embedded'\]"),
+        (
+            _with(status="draft"),
+            r"status must be one of \['published', 'recipe', 'packaged', 'embedded'\]",
+        ),
         (
             _with(metrics=[{"name": "IoU", "value": 0.9, "how_measured": "x", "command": "y"}]),
             r"metrics\[0\]\.value must be null for a 'recipe' card \(got 0\.9\)",

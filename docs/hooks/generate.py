@@ -22,7 +22,8 @@ def encoders_page() -> str:
         "Generated from the registry when the site is built (`keras-dynunet encoders` prints the",
         "same). Parameters are those of the headless encoder up to its deepest tap.",
         "",
-        "| name | family | parameters | taps (key: stride / channels) | preprocessing | pretrained |",
+        "| name | family | parameters | taps (key: stride / channels) | preprocessing "
+        "| pretrained |",
         "|---|---|---:|---|---|---|",
     ]
     for name in kd.list_encoders():

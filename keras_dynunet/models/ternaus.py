@@ -21,6 +21,7 @@ from typing import Any
 import keras
 
 from keras_dynunet.encoders.vgg import build_vgg11_ternaus
+from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
 
 TERNAUS_PARAMS_CLASSES_1 = 22_927_393  # sum over the PyTorch UNet11 layers, see tests
@@ -58,7 +59,7 @@ def ternaus_block(x: Any, middle: int, out: int, name: str) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class TernausUNet11(keras.Model):
+class TernausUNet11(HubMixin, keras.Model):
     """TernausNet UNet11: VGG11 encoder and TernausNet's decoder.
 
     Args:

@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
 
 
@@ -40,7 +41,7 @@ def _nearest_valid(size: int, depth: int) -> list[int]:
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class VanillaUNet(keras.Model):
+class VanillaUNet(HubMixin, keras.Model):
     """The 2015 U-Net: 64-128-256-512-1024 filters, 2x2 up-convolutions.
 
     Args:
