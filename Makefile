@@ -36,7 +36,7 @@ test-backends: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
 
-test: lint test-tf test-backends docs
+test: lint docs test-tf test-backends
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_weight_map.py
