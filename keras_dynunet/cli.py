@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pickle import UnpicklingError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -112,6 +113,15 @@ def _zoo_show(args: argparse.Namespace) -> int:
     from keras_dynunet.zoo import load_card
 
     print(yaml.safe_dump(load_card(args.name), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from keras_dynunet.training import FINAL_DIR, read_state, train
+
+    train(args.config, args.workdir, verbose=1 if args.verbose else 2)
+    state = read_state(args.workdir)
+    print(f"trained to epoch {state['epoch']}; final checkpoint {args.workdir}/{FINAL_DIR}")
     return 0
 
 
@@ -228,6 +238,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zoo_show.add_argument("name", help="card name, see `keras-dynunet zoo list`")
     zoo_show.set_defaults(func=_zoo_show)
+    from keras_dynunet.ports.convert import add_convert_parser
+
+    add_convert_parser(sub)
+    train = sub.add_parser(
+        "train",
+        help="train (or resume) a U-Net from a JSON/YAML config, checkpointing atomically",
+        description="Train a DynUNet described by CONFIG (JSON or YAML: encoder, target, data, "
+        "epochs, steps_per_epoch, batch_size, crop, lr, seed, checkpoint_every; see "
+        "keras_dynunet.training.TrainConfig) in --workdir. Weights, optimizer state and counters "
+        "are checkpointed atomically at every epoch end (and every checkpoint_every steps); "
+        "running the same command again resumes from the last checkpoint, and a different "
+        "config is refused. The final model is saved to WORKDIR/final (load it with "
+        "kd.load_pretrained).",
+    )
+    train.add_argument("config", help="training config file (.json, .yaml)")
+    train.add_argument("--workdir", required=True, help="work directory (created; resumed)")
+    train.add_argument(
+        "--no-progress-bar",
+        dest="verbose",
+        action="store_false",
+        help="one line per epoch instead of Keras' progress bar",
+    )
+    train.set_defaults(func=_train)
     return parser
 
 
@@ -243,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except (
+        ValueError, KeyError, TypeError, OSError, RuntimeError, ImportError, UnpicklingError
+    ) as error:  # fmt: skip
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -107,8 +107,8 @@ class DynUNet(HubMixin, keras.Model):
         encoder: Registry name (``"resnet34"``) or any functional keras.Model.
         classes: Output channels.
         input_shape: ``(height, width, channels)``; spatial sizes may be ``None``.
-        encoder_weights: ``None``, ``"imagenet"`` or a ``.weights.h5`` path
-            (registry encoders).
+        encoder_weights: ``None``, ``"imagenet"``, or a ``.weights.h5`` / PyTorch
+            checkpoint path (registry encoders; see ``get_encoder``).
         taps: For a model encoder: layer names or ``{key: layer}``; ``None``
             discovers the deepest layer at each stride.
         decoder_channels: Widths, deep to shallow; default 16 x stride.

@@ -175,7 +175,10 @@ def get_encoder(
         input_shape: Input shape without the batch axis; spatial dimensions
             may be ``None``. The channel count may differ from 3.
         weights: ``None`` (random init), ``"imagenet"`` or any other source
-            the spec lists, or a path to a ``.weights.h5`` file.
+            the spec lists, or a path to a ``.weights.h5`` file or a PyTorch
+            checkpoint (``.pth``/``.pt``/``.safetensors``) of the same layout.
+            Pretrained RGB weights are adapted when the input has another
+            channel count.
 
     Returns:
         A functional ``keras.Model`` named ``"{name}_encoder"`` whose output is

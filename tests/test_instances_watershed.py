@@ -104,12 +104,7 @@ def test_round_trip_synthetic_with_blurred_noisy_predictions() -> None:
 
 @pytest.fixture(scope="module")
 def dsb_labels() -> np.ndarray:
-    pytest.importorskip("tifffile")
-    from importlib.util import find_spec
-
-    if find_spec("stardist") is None:
-        pytest.skip("needs `pip install --no-deps stardist tifffile` for the DSB example")
-    from keras_dynunet.instances import load_dsb_example
+    from keras_dynunet.instances import load_dsb_example  # stardist is installed by the Makefile
 
     return load_dsb_example()[1]
 

@@ -85,7 +85,8 @@ def test_reader_refuses_code_and_reports_corruption(tmp_path):
 
 
 def test_reader_matches_torch_on_a_zip_checkpoint(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     state = {
         "a.weight": torch.arange(12.0).reshape(3, 4).t(),
         "b.bias": torch.tensor([1, 2], dtype=torch.int64),

