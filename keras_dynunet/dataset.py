@@ -43,7 +43,8 @@ def normalize_image(
     channel is dropped.
 
     Raises:
-        ValueError: Wrong rank, zero size, or NaN/inf values.
+        ValueError: Wrong rank, zero size, a non-numeric dtype (object,
+            string, complex), or NaN/inf values.
 
     >>> normalize_image(np.array([[0, 255]], np.uint8)).shape
     (1, 2, 3)
@@ -53,11 +54,18 @@ def normalize_image(
         raise ValueError(
             f"An image must be a non-empty (H, W) or (H, W, C) array, got {array.shape}."
         )
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"The image must be a real numeric array (bool, integer or float), got dtype "
+            f"{array.dtype}; convert it, e.g. np.asarray(image, dtype=np.float32)."
+        )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError("The image contains NaN or inf values; clean or mask them first.")
-    if array.dtype == np.uint8:
+    if array.dtype == bool:
+        x = array.astype(np.float32)
+    elif array.dtype == np.uint8:
         x = array.astype(np.float32) / 255.0
-    elif array.dtype.kind in "iub":
+    elif array.dtype.kind in "iu":
         low, high = np.percentile(array, percentiles)
         x = (array.astype(np.float32) - low) / max(float(high - low), 1e-6)
     else:

@@ -133,3 +133,8 @@ def test_from_folders_and_fit(tmp_path):
     (tmp_path / "lab" / "s0_mask.tif").unlink()
     with pytest.raises(FileNotFoundError, match="No label file"):
         SegmentationDataset.from_folders(tmp_path / "img", tmp_path / "lab")
+
+
+def test_boolean_images_are_masks_in_unit_range():
+    image = normalize_image(np.array([[True, False]]))
+    assert image.shape == (1, 2, 3) and image.max() == 1.0 and image.min() == 0.0
