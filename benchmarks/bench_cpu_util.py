@@ -1,0 +1,215 @@
+"""CPU utilisation of TensorFlow-backend ``model.fit`` under different settings.
+
+Investigates "TensorFlow training was seen using about one core of two in some fit calls".
+Each configuration runs in a fresh subprocess (``KERAS_BACKEND=tensorflow``): a resnet34
+U-Net (2 sigmoid classes) is compiled, warmed up with one ``fit`` epoch, then a timed
+``fit`` of ``--steps`` steps measures wall time, process CPU time (``getrusage`` user+sys)
+and their ratio (cores busy), plus the per-thread CPU split from ``/proc/self/task``.
+
+Axes: ``jit_compile`` on/off; default threading vs ``--threads`` intra-op threads
+(``tf.config.threading``); input as numpy arrays, a ``tf.data.Dataset``, or
+``SegmentationDataset`` (a ``keras.utils.PyDataset``) with ``workers=1`` or ``2``.
+
+Run from the repository root: ``python benchmarks/bench_cpu_util.py [--quick]``.
+Writes ``benchmarks/results/cpu_util.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results" / "cpu_util.json"
+INPUTS = ("numpy", "tf.data", "pydataset-w1", "pydataset-w2")
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread of this process (utime+stime from /proc/self/task/*/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[f"{task}:{name}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def runqueue_wait() -> float:
+    """Seconds this process's threads spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as handle:
+                total += int(handle.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def worker(spec: dict) -> dict:
+    import tensorflow as tf
+
+    if spec["threads"]:
+        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+    import keras
+
+    import keras_dynunet as kd
+    from keras_dynunet.instances import synthetic_dataset
+
+    size, batch, steps = spec["size"], spec["batch"], spec["steps"]
+    images, labels = synthetic_dataset(8, (2 * size, 2 * size), seed=0)
+    kwargs = {"workers": 2} if spec["input"] == "pydataset-w2" else {}
+    ds = kd.SegmentationDataset(
+        list(images),
+        list(labels),
+        batch_size=batch,
+        crop_size=(size, size),
+        augment=kd.Augmentation(),
+        steps_per_epoch=steps,
+        **kwargs,
+    )
+    x = keras.ops.convert_to_numpy(keras.ops.concatenate([ds[i][0] for i in range(steps)]))
+    y = keras.ops.convert_to_numpy(keras.ops.concatenate([ds[i][1] for i in range(steps)]))
+    if spec["input"] == "numpy":
+        fit_args = {"x": x, "y": y, "batch_size": batch}
+    elif spec["input"] == "tf.data":
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(2)
+        fit_args = {"x": data}
+    else:
+        fit_args = {"x": ds}
+    model = kd.build_unet("resnet34", classes=2)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        jit_compile=spec["jit_compile"],
+    )
+    model.fit(**fit_args, epochs=1, verbose=0)  # compile + warm-up
+    wait0 = runqueue_wait()
+    threads0, cpu0, start = thread_cpu(), cpu_seconds(), time.perf_counter()
+    model.fit(**fit_args, epochs=1, verbose=0)
+    wall = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
+    wait = runqueue_wait() - wait0
+    threads1 = thread_cpu()
+    busy = sorted(
+        ((threads1[k] - threads0.get(k, 0.0)) / wall for k in threads1),
+        reverse=True,
+    )
+    return {
+        **spec,
+        "tf_threads": [
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        ],
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cores_busy": cpu / wall,
+        "cores_waiting_for_cpu": wait / wall,
+        "img_s": steps * batch / wall,
+        "top_thread_busy": [round(b, 2) for b in busy[:4]],
+        "threads_over_10pct": sum(b > 0.1 for b in busy),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="128x128 crops, 4 steps")
+    parser.add_argument("--threads", type=int, default=2, help="explicit intra-op threads")
+    parser.add_argument("--inputs", default=",".join(INPUTS), help="comma list of inputs")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        write_json_atomic(args.json, worker(json.loads(args.worker)))
+        return 0
+
+    size, steps = (128, 4) if args.quick else (256, 6)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    rows = []
+    header = (
+        f"{'jit':<6}{'threads':<9}{'input':<14}{'img/s':>7}{'cores busy':>11}"
+        f"{'runq wait':>10}  top threads"
+    )
+    print(header)
+    for jit, threads, inp in itertools.product(
+        (True, False), (0, args.threads), args.inputs.split(",")
+    ):
+        spec = {
+            "jit_compile": jit,
+            "threads": threads,
+            "input": inp,
+            "size": size,
+            "batch": 8,
+            "steps": steps,
+        }
+        fd, path = tempfile.mkstemp(suffix=".json")
+        os.close(fd)
+        res = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(spec), "--json", path],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),
+        )
+        if res.returncode:
+            row = {**spec, "error": res.stderr[-800:]}
+            print(f"{jit!s:<6}{threads or 'default'!s:<9}{inp:<14} ERROR {res.stderr[-300:]}")
+        else:
+            with open(path) as handle:
+                row = json.load(handle)
+            print(
+                f"{jit!s:<6}{threads or 'default'!s:<9}{inp:<14}{row['img_s']:>7.2f}"
+                f"{row['cores_busy']:>11.2f}{row['cores_waiting_for_cpu']:>10.2f}"
+                f"  {row['top_thread_busy']}",
+                flush=True,
+            )
+        os.unlink(path)
+        rows.append(row)
+    with open("/proc/loadavg") as handle:
+        load = handle.read().strip()
+    write_json_atomic(args.json, {"size": size, "steps": steps, "loadavg": load, "rows": rows})
+    print(f"load {load}; wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
