@@ -27,22 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_util.json"
 INPUTS = ("numpy", "tf.data", "pydataset-w1", "pydataset-w2")
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def thread_cpu() -> dict[str, float]:

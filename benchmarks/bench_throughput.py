@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 MODELS = ("resnet34", "efficientnet-b0", "ternaus-vgg11")
@@ -48,19 +50,6 @@ KERAS_RUNNERS = ("tensorflow-xla", "tensorflow", "jax", "torch")
 ALL_RUNNERS = (*KERAS_RUNNERS, "smp", "sm-keras")
 SMP_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnet-b0"}
 SM_KERAS_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnetb0"}
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def thread_env(threads: int, backend: str | None = None) -> dict[str, str]:
