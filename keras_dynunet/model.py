@@ -21,6 +21,8 @@ from keras_dynunet.discover import discover_taps, taps_from_layers
 from keras_dynunet.graph import measure_features
 from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
+from keras_dynunet.layers.no_copy import NoCopyConv2D
+from keras_dynunet.precision import check_precision, precision_scope
 from keras_dynunet.registry import get_encoder, get_encoder_spec, tap_model
 from keras_dynunet.taps import Tap
 
@@ -122,6 +124,9 @@ class DynUNet(HubMixin, keras.Model):
         head_kernel_size: Kernel of the final convolution (segmentation_models_pytorch
             uses 3).
         norm_epsilon: Decoder normalisation epsilon (PyTorch ports use ``1e-5``).
+        precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the dtype
+            policy of every layer built here (variables stay float32, the output is
+            float32). A model passed as ``encoder`` keeps its own policy.
         name: Model name.
 
     >>> model = DynUNet("resnet18", classes=2, input_shape=(None, None, 3))
@@ -146,6 +151,7 @@ class DynUNet(HubMixin, keras.Model):
         blocks_per_stage: int = 2,
         head_kernel_size: int = 1,
         norm_epsilon: float = 1e-3,
+        precision: str = "float32",
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -162,55 +168,60 @@ class DynUNet(HubMixin, keras.Model):
         if isinstance(taps, Sequence) and taps and isinstance(taps[0], Mapping):
             taps = [Tap.from_dict(t) for t in taps]
 
-        # === Encoder ===
-        encoder_input_shape = input_shape
-        if isinstance(encoder, str):
-            max_stride = get_encoder_spec(encoder).max_stride
-            encoder_input_shape = (
-                tuple(
-                    None if d is None else -(-d // max_stride) * max_stride for d in input_shape[:2]
+        check_precision(precision)
+        with precision_scope(precision):
+            # === Encoder ===
+            encoder_input_shape = input_shape
+            if isinstance(encoder, str):
+                max_stride = get_encoder_spec(encoder).max_stride
+                encoder_input_shape = (
+                    tuple(
+                        None if d is None else -(-d // max_stride) * max_stride
+                        for d in input_shape[:2]
+                    )
+                    + input_shape[2:]
                 )
-                + input_shape[2:]
+            encoder_model, found_taps, encoder_name = resolve_encoder(
+                encoder, encoder_input_shape, encoder_weights, taps
             )
-        encoder_model, found_taps, encoder_name = resolve_encoder(
-            encoder, encoder_input_shape, encoder_weights, taps
-        )
-        max_stride = found_taps[-1].stride
-        enc_channels = encoder_model.inputs[0].shape[-1]
-        if enc_channels != input_shape[-1]:
-            raise ValueError(
-                f"The encoder takes {enc_channels} input channels but input_shape has "
-                f"{input_shape[-1]}; build the encoder for {input_shape[-1]} channels."
-            )
-        for dim in input_shape[:2]:
-            if dim is not None and dim < max_stride:
+            max_stride = found_taps[-1].stride
+            enc_channels = encoder_model.inputs[0].shape[-1]
+            if enc_channels != input_shape[-1]:
                 raise ValueError(
-                    f"Input size {input_shape[:2]} is smaller than the encoder's total stride "
-                    f"{max_stride}; use inputs of at least {max_stride} pixels per side."
+                    f"The encoder takes {enc_channels} input channels but input_shape has "
+                    f"{input_shape[-1]}; build the encoder for {input_shape[-1]} channels."
                 )
-        tensors = [encoder_model.output[tap.key] for tap in found_taps]
-        exact = all(f.exact for f in measure_features(encoder_model, tensors))
+            for dim in input_shape[:2]:
+                if dim is not None and dim < max_stride:
+                    raise ValueError(
+                        f"Input size {input_shape[:2]} is smaller than the encoder's total stride "
+                        f"{max_stride}; use inputs of at least {max_stride} pixels per side."
+                    )
+            tensors = [encoder_model.output[tap.key] for tap in found_taps]
+            exact = all(f.exact for f in measure_features(encoder_model, tensors))
 
-        # === Functional Model ===
-        inputs = keras.Input(input_shape, name="image")
-        x, needs_pad = pad_to_stride(inputs, max_stride)
-        features = encoder_model(x)
-        x = unet_decoder(
-            features,
-            found_taps,
-            decoder_channels=decoder_channels,
-            upsampling=upsampling,
-            center=center,
-            norm=norm,
-            activation=decoder_activation,
-            blocks_per_stage=blocks_per_stage,
-            align_skips=not exact,
-            norm_epsilon=norm_epsilon,
-        )
-        x = keras.layers.Conv2D(classes, head_kernel_size, padding="same", name="head")(x)
-        if needs_pad or not exact:
-            x = MatchSpatial(name="crop_to_input")([x, inputs])
-        outputs = keras.layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+            # === Functional Model ===
+            inputs = keras.Input(input_shape, name="image")
+            x, needs_pad = pad_to_stride(inputs, max_stride)
+            features = encoder_model(x)
+            x = unet_decoder(
+                features,
+                found_taps,
+                decoder_channels=decoder_channels,
+                upsampling=upsampling,
+                center=center,
+                norm=norm,
+                activation=decoder_activation,
+                blocks_per_stage=blocks_per_stage,
+                align_skips=not exact,
+                norm_epsilon=norm_epsilon,
+            )
+            x = NoCopyConv2D(classes, head_kernel_size, padding="same", name="head")(x)
+            if needs_pad or not exact:
+                x = MatchSpatial(name="crop_to_input")([x, inputs])
+            outputs = keras.layers.Activation(
+                activation or "linear", dtype="float32", name="output"
+            )(x)
         super().__init__(
             inputs=inputs, outputs=outputs, name=name or f"unet_{encoder_name}", **kwargs
         )
@@ -236,6 +247,7 @@ class DynUNet(HubMixin, keras.Model):
             "blocks_per_stage": blocks_per_stage,
             "head_kernel_size": head_kernel_size,
             "norm_epsilon": norm_epsilon,
+            "precision": precision,
         }
 
     def get_config(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 from keras_dynunet.layers import ICNR, PixelShuffle
+from keras_dynunet.layers.no_copy import NO_COPY_LAYERS, NoCopyConv2D
 
 UPSAMPLING_MODES = ("nearest", "bilinear", "transpose", "pixelshuffle")
 NORMALIZATIONS = ("batch", "group", "layer", "none")
@@ -19,7 +20,9 @@ NORMALIZATIONS = ("batch", "group", "layer", "none")
 def _layer(kind: str, spatial_dims: int, transpose: bool = False):
     if spatial_dims not in (1, 2, 3):
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
-    return getattr(keras.layers, f"{kind}{spatial_dims}D{'Transpose' if transpose else ''}")
+    name = f"{kind}{spatial_dims}D{'Transpose' if transpose else ''}"
+    layer = getattr(keras.layers, name)
+    return NO_COPY_LAYERS.get(layer, layer)
 
 
 def normalization(kind: str, name: str, epsilon: float = 1e-3) -> keras.layers.Layer | None:
@@ -113,7 +116,7 @@ def upsample(
     else:
         if spatial_dims != 2:
             raise ValueError("pixelshuffle upsampling is 2-D only; use 'nearest' or 'transpose'.")
-        x = keras.layers.Conv2D(
+        x = NoCopyConv2D(
             filters * factor**2, 1, kernel_initializer=ICNR(factor), name=f"{name}_up_conv"
         )(x)
     if activation:

@@ -1,7 +1,9 @@
 """Registering ``keras.applications`` backbones as encoders.
 
 Every such family declares its taps by layer name; the builder calls the
-application constructor without its classification head. Weights named
+application constructor without its classification head. On the torch backend
+its 2D convolutions and max-pools are swapped for the no-copy layers of
+:mod:`keras_dynunet.layers.no_copy` (same weights, same function). Weights named
 ``"imagenet"`` are downloaded by keras itself (which checks the file hash).
 """
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import keras
 
+from keras_dynunet.layers.no_copy import use_no_copy_layers
 from keras_dynunet.registry import register_encoder
 from keras_dynunet.taps import EncoderSpec, Tap
 from keras_dynunet.weights import KERAS_APPLICATIONS
@@ -27,9 +30,10 @@ def application_builder(constructor_name: str, **kwargs: Any):
 
     def builder(input_shape: Sequence[int | None], weights: str | None = None) -> keras.Model:
         constructor = getattr(keras.applications, constructor_name)
-        return constructor(
+        model = constructor(
             include_top=False, weights=weights, input_shape=tuple(input_shape), **kwargs
         )
+        return use_no_copy_layers(model)
 
     builder.__name__ = f"build_{constructor_name.lower()}"
     return builder

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyDepthwiseConv2D
 from keras_dynunet.registry import register_encoder
 from keras_dynunet.taps import EncoderSpec, Tap
 
@@ -40,17 +41,15 @@ def _mbconv(x, index: int, kernel: int, stride: int, expand: int, filters: int):
     inputs = x
     in_filters = x.shape[-1]
     if expand != 1:
-        x = keras.layers.Conv2D(in_filters * expand, 1, use_bias=False, name=f"{name}_expand_conv")(
-            x
-        )
+        x = NoCopyConv2D(in_filters * expand, 1, use_bias=False, name=f"{name}_expand_conv")(x)
         x = _bn(f"{name}_bn0")(x)
         x = keras.layers.ReLU(6.0, name=f"{name}_expand_relu")(x)
-    x = keras.layers.DepthwiseConv2D(
+    x = NoCopyDepthwiseConv2D(
         kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_depthwise_conv"
     )(x)
     x = _bn(f"{name}_bn1")(x)
     x = keras.layers.ReLU(6.0, name=f"{name}_depthwise_relu")(x)
-    x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project_conv")(x)
+    x = NoCopyConv2D(filters, 1, use_bias=False, name=f"{name}_project_conv")(x)
     x = _bn(f"{name}_bn2")(x)
     if stride == 1 and in_filters == filters:
         return keras.layers.Add(name=f"{name}_out")([x, inputs])
@@ -67,7 +66,7 @@ def build_efficientnet_lite0(
     ((None, 2, 2, 320), (None, 4, 4, 112))
     """
     x = inputs = keras.Input(tuple(input_shape), name="image")
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="conv_stem")(x)
+    x = NoCopyConv2D(32, 3, strides=2, padding="same", use_bias=False, name="conv_stem")(x)
     x = _bn("bn0")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
     index = 0
@@ -76,7 +75,7 @@ def build_efficientnet_lite0(
             x = _mbconv(x, index, kernel, stride if repeat == 0 else 1, expand, filters)
             index += 1
     if include_top:
-        x = keras.layers.Conv2D(LITE_HEAD, 1, use_bias=False, name="conv_head")(x)
+        x = NoCopyConv2D(LITE_HEAD, 1, use_bias=False, name="conv_head")(x)
         x = _bn("bn1")(x)
         x = keras.layers.ReLU(6.0, name="head_relu")(x)
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyMaxPooling2D
 from keras_dynunet.registry import register_encoder
 from keras_dynunet.taps import EncoderSpec, Tap
 
@@ -39,7 +40,7 @@ def _conv(x, filters: int, kernel: int, stride: int, name: str):
         padding = "valid"
     else:
         padding = "same"
-    return keras.layers.Conv2D(
+    return NoCopyConv2D(
         filters, kernel, strides=stride, padding=padding, use_bias=False, name=name
     )(x)
 
@@ -80,7 +81,7 @@ def build_resnet(name: str, input_shape: Sequence[int | None]) -> keras.Model:
     x = _bn("bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    x = NoCopyMaxPooling2D(3, strides=2, name="maxpool")(x)
     for stage, (planes, count) in enumerate(zip(_WIDTHS, blocks, strict=True), start=1):
         for index in range(count):
             stride = 2 if stage > 1 and index == 0 else 1

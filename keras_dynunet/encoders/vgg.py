@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_dynunet.encoders.applications import register_application
+from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyMaxPooling2D
 from keras_dynunet.registry import register_encoder
 from keras_dynunet.taps import EncoderSpec, Tap
 
@@ -40,9 +41,9 @@ def build_vgg11_ternaus(input_shape: Sequence[int | None]) -> keras.Model:
     x = inputs = keras.Input(tuple(input_shape), name="image")
     for index, stage in enumerate(_VGG11_STAGES, start=1):
         for name, filters in stage:
-            x = keras.layers.Conv2D(filters, 3, padding="same", name=name)(x)
+            x = NoCopyConv2D(filters, 3, padding="same", name=name)(x)
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
+        x = NoCopyMaxPooling2D(2, name=f"pool{index}")(x)
     return keras.Model(inputs, x, name="vgg11_ternaus")
 
 

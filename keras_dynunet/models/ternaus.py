@@ -23,6 +23,7 @@ import keras
 from keras_dynunet.encoders.vgg import build_vgg11_ternaus
 from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
+from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyConv2DTranspose
 
 TERNAUS_PARAMS_CLASSES_1 = 22_927_393  # sum over the PyTorch UNet11 layers, see tests
 
@@ -33,7 +34,7 @@ def conv_relu(x: Any, filters: int, name: str) -> Any:
     >>> conv_relu(keras.Input((8, 8, 3)), 4, "demo").shape
     (None, 8, 8, 4)
     """
-    x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
+    x = NoCopyConv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -43,7 +44,7 @@ def torch_conv_transpose(x: Any, filters: int, name: str) -> Any:
     >>> torch_conv_transpose(keras.Input((4, 5, 8)), 2, "demo").shape
     (None, 8, 10, 2)
     """
-    x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="valid", name=name)(x)
+    x = NoCopyConv2DTranspose(filters, 3, strides=2, padding="valid", name=name)(x)
     return keras.layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}_crop")(x)
 
 
@@ -113,7 +114,7 @@ class TernausUNet11(HubMixin, keras.Model):
             x = ternaus_block(x, middle, out, name_)
         x = keras.layers.Concatenate(name="dec1_concat")([x, f["P0"]])
         x = conv_relu(x, nf, "dec1")
-        x = keras.layers.Conv2D(classes, 1, name="final")(x)
+        x = NoCopyConv2D(classes, 1, name="final")(x)
         if padded:
             x = MatchSpatial(name="crop_to_input")([x, inputs])
         outputs = keras.layers.Activation(activation or "linear", dtype="float32", name="output")(x)

@@ -15,6 +15,7 @@ import keras
 
 from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
+from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyConv2DTranspose, NoCopyMaxPooling2D
 
 
 def valid_output_size(size: int, depth: int = 4) -> int | None:
@@ -84,7 +85,7 @@ class VanillaUNet(HubMixin, keras.Model):
 
         def double_conv(x, filters, prefix):
             for index in (1, 2):
-                x = keras.layers.Conv2D(
+                x = NoCopyConv2D(
                     filters, 3, padding=padding, activation="relu",
                     kernel_initializer="he_normal", name=f"{prefix}_conv{index}",
                 )(x)  # fmt: skip
@@ -96,17 +97,17 @@ class VanillaUNet(HubMixin, keras.Model):
         for level in range(depth):
             x = double_conv(x, base_filters * 2**level, f"down{level}")
             skips.append(x)
-            x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+            x = NoCopyMaxPooling2D(2, name=f"pool{level}")(x)
         x = double_conv(x, base_filters * 2**depth, "bottom")
         for level in reversed(range(depth)):
             filters = base_filters * 2**level
-            x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_upconv")(x)
+            x = NoCopyConv2DTranspose(filters, 2, strides=2, name=f"up{level}_upconv")(x)
             skip = skips[level]
             if padding == "valid":
                 skip = MatchSpatial("center", name=f"up{level}_crop")([skip, x])
             x = keras.layers.Concatenate(name=f"up{level}_concat")([skip, x])
             x = double_conv(x, filters, f"up{level}")
-        x = keras.layers.Conv2D(classes, 1, name="head")(x)
+        x = NoCopyConv2D(classes, 1, name="head")(x)
         if padded:
             x = MatchSpatial(name="crop_to_input")([x, inputs])
         outputs = keras.layers.Activation(activation or "linear", dtype="float32", name="output")(x)

@@ -1,0 +1,194 @@
+"""2D convolution and pooling layers that skip two tensor copies per call on PyTorch.
+
+Keras 3.15's torch backend runs a ``channels_last`` convolution as
+``permute(0, 3, 1, 2).contiguous()`` (a full copy to NCHW), then
+``.contiguous(memory_format=torch.channels_last)`` (a second copy, back to NHWC
+memory), the convolution, and a permute back. On a resnet34 U-Net at 256x256 those
+copies took about a third of the forward time (``aten::copy_``, measured with the
+torch profiler; see ``benchmarks/README.md``).
+
+The layers here are the Keras layers with one change on the torch backend: the
+input is transposed to a ``channels_first`` *view* (``ops.transpose`` is a
+``torch.permute``, no copy) and the op is called with
+``data_format="channels_first"``. PyTorch then sees an NCHW tensor with
+channels-last strides and runs its channels-last kernels directly; the output,
+permuted back, is an ordinary contiguous NHWC tensor. Weights, configs and results
+are those of the Keras layer (tested to float32 rounding), so checkpoints are
+interchangeable. On TensorFlow and JAX the layers are exactly the Keras layers.
+
+:func:`use_no_copy_layers` converts a functional model built from plain Keras layers
+(such as a ``keras.applications`` encoder); the registry does that for its encoders
+on the torch backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+_TO_FIRST = (0, 3, 1, 2)
+_TO_LAST = (0, 2, 3, 1)
+
+
+def _torch_channels_last(data_format: str) -> bool:
+    return keras.backend.backend() == "torch" and data_format == "channels_last"
+
+
+def _add_bias(layer: keras.layers.Layer, outputs: Any, channels: int) -> Any:
+    if layer.use_bias:
+        outputs = ops.add(outputs, ops.reshape(layer.bias, (1, 1, 1, channels)))
+    return outputs if layer.activation is None else layer.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynunet")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` without the torch backend's two layout copies.
+
+    >>> import numpy as np
+    >>> layer = NoCopyConv2D(4, 3, padding="same")
+    >>> tuple(layer(np.zeros((1, 8, 8, 2), "float32")).shape)
+    (1, 8, 8, 4)
+    """
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        """The convolution (bias and activation are added by ``call``)."""
+        if not _torch_channels_last(self.data_format):
+            return super().convolution_op(inputs, kernel)
+        outputs = ops.conv(
+            ops.transpose(inputs, _TO_FIRST),
+            kernel,
+            strides=list(self.strides),
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format="channels_first",
+        )
+        return ops.transpose(outputs, _TO_LAST)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynunet")
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` without the torch backend's layout copies.
+
+    >>> import numpy as np
+    >>> tuple(NoCopyDepthwiseConv2D(3, padding="same")(np.zeros((1, 8, 8, 2), "float32")).shape)
+    (1, 8, 8, 2)
+    """
+
+    def call(self, inputs: Any) -> Any:
+        """Depthwise convolution, bias, activation."""
+        if not _torch_channels_last(self.data_format):
+            return super().call(inputs)
+        outputs = ops.depthwise_conv(
+            ops.transpose(inputs, _TO_FIRST),
+            self.kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format="channels_first",
+        )
+        outputs = ops.transpose(outputs, _TO_LAST)
+        return _add_bias(self, outputs, self.depth_multiplier * inputs.shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_dynunet")
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
+    """``keras.layers.Conv2DTranspose`` without the torch backend's layout copy.
+
+    >>> import numpy as np
+    >>> tuple(NoCopyConv2DTranspose(4, 2, strides=2)(np.zeros((1, 8, 8, 2), "float32")).shape)
+    (1, 16, 16, 4)
+    """
+
+    def call(self, inputs: Any) -> Any:
+        """Transposed convolution, bias, activation."""
+        if not _torch_channels_last(self.data_format):
+            return super().call(inputs)
+        outputs = ops.conv_transpose(
+            ops.transpose(inputs, _TO_FIRST),
+            self.kernel,
+            strides=list(self.strides),
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation_rate=self.dilation_rate,
+            data_format="channels_first",
+        )
+        return _add_bias(self, ops.transpose(outputs, _TO_LAST), self.filters)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynunet")
+class MaxPooling2D(keras.layers.MaxPooling2D):
+    """``keras.layers.MaxPooling2D`` without the torch backend's layout copy.
+
+    >>> import numpy as np
+    >>> tuple(NoCopyMaxPooling2D(2)(np.zeros((1, 8, 8, 2), "float32")).shape)
+    (1, 4, 4, 2)
+    """
+
+    def call(self, inputs: Any) -> Any:
+        """Max pooling."""
+        if not _torch_channels_last(self.data_format):
+            return super().call(inputs)
+        outputs = ops.max_pool(
+            ops.transpose(inputs, _TO_FIRST),
+            pool_size=self.pool_size,
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_first",
+        )
+        return ops.transpose(outputs, _TO_LAST)
+
+
+# The classes carry the Keras class names on purpose: Keras weight files
+# (``.weights.h5``) key each layer by its snake-cased class name, so these names
+# keep weight files interchangeable with models built from the Keras layers.
+NoCopyConv2D = Conv2D
+NoCopyDepthwiseConv2D = DepthwiseConv2D
+NoCopyConv2DTranspose = Conv2DTranspose
+NoCopyMaxPooling2D = MaxPooling2D
+
+#: Keras layer class -> its no-copy replacement (exact classes only, not subclasses).
+NO_COPY_LAYERS: dict[type, type] = {
+    keras.layers.Conv2D: NoCopyConv2D,
+    keras.layers.DepthwiseConv2D: NoCopyDepthwiseConv2D,
+    keras.layers.Conv2DTranspose: NoCopyConv2DTranspose,
+    keras.layers.MaxPooling2D: NoCopyMaxPooling2D,
+}
+
+
+def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
+    """A copy of a functional ``model`` with its 2D conv/pool layers made no-copy.
+
+    Only exact ``Conv2D``, ``DepthwiseConv2D``, ``Conv2DTranspose`` and
+    ``MaxPooling2D`` layers are replaced (subclasses keep their own ``call``);
+    weights are copied. The result computes the same function. Off the torch
+    backend the layers would be identical, so ``model`` itself is returned
+    unless ``force`` is set.
+
+    Args:
+        model: A functional Keras model.
+        force: Convert on every backend (for tests).
+
+    Returns:
+        The converted model (``model`` itself if there is nothing to do).
+
+    >>> inputs = keras.Input((16, 16, 3))
+    >>> model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    >>> converted = use_no_copy_layers(model, force=True)
+    >>> type(converted.layers[1]) is NoCopyConv2D, converted.layers[1].name == model.layers[1].name
+    (True, True)
+    """
+    if keras.backend.backend() != "torch" and not force:
+        return model
+    if not any(type(layer) in NO_COPY_LAYERS for layer in model.layers):
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        cls = NO_COPY_LAYERS.get(type(layer), type(layer))
+        return cls.from_config(layer.get_config())
+
+    converted = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, converted.layers, strict=True):
+        new.set_weights(old.get_weights())
+    return converted
