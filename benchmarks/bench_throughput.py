@@ -13,7 +13,8 @@ For every (runner, model, shape) this measures, in a fresh subprocess per (runne
 * model build time, parameter count and peak RSS (``ru_maxrss``) of the subprocess.
 
 Runners: ``tensorflow-xla`` / ``tensorflow`` (Keras ``compile(jit_compile=True/False)``),
-``jax``, ``torch`` (Keras backends), ``smp`` (PyTorch) and ``sm-keras`` (qubvel's Keras
+``jax``, ``torch`` (Keras backends), ``smp`` (PyTorch: SMP's ``Unet``, and for ``ternaus-vgg11``
+the ``ternausnet`` package's ``UNet11``) and ``sm-keras`` (qubvel's Keras
 ``segmentation-models``, needs ``pip install segmentation-models==1.0.1``). A float32 matmul
 peak (numpy and torch, 2048x2048) and the ``import keras_dynunet`` time are measured in the
 same run.
@@ -48,7 +49,7 @@ MODELS = ("resnet34", "efficientnet-b0", "ternaus-vgg11")
 SHAPES = ((256, 8), (512, 2))  # (image size, batch)
 KERAS_RUNNERS = ("tensorflow-xla", "tensorflow", "jax", "torch")
 ALL_RUNNERS = (*KERAS_RUNNERS, "smp", "sm-keras")
-SMP_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnet-b0"}
+SMP_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnet-b0", "ternaus-vgg11": None}
 SM_KERAS_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnetb0"}
 
 
@@ -171,7 +172,16 @@ def worker(spec: dict) -> dict:
 
         out["torch_threads"] = torch.get_num_threads()
         start = time.perf_counter()
-        model = smp.Unet(SMP_NAMES[name], encoder_weights=None, classes=1)
+        if name == "ternaus-vgg11":  # the PyTorch reference of our TernausUNet11
+            import ternausnet.models
+
+            model = ternausnet.models.UNet11(pretrained=False)
+        else:
+            model = smp.Unet(SMP_NAMES[name], encoder_weights=None, classes=1)
+        # bfloat16 autocast is PyTorch's mixed precision (float32 weights, bf16 compute)
+        autocast = torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=spec["precision"] != "float32"
+        )
         out["build_s"] = time.perf_counter() - start
         out["params"] = sum(p.numel() for p in model.parameters())
         opt = torch.optim.Adam(model.parameters(), 1e-4)
@@ -183,13 +193,15 @@ def worker(spec: dict) -> dict:
 
             def infer(x=x):
                 model.eval()
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast:
                     model(x)
 
             def train(x=x, y=y):
                 model.train()
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                with autocast:
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y)
                 loss.backward()
                 opt.step()
 
@@ -211,6 +223,8 @@ def worker(spec: dict) -> dict:
             torch.set_num_threads(threads)
             out["torch_threads"] = torch.get_num_threads()
         out["keras_backend"] = keras.backend.backend()
+        # every layer built from here on (ours, sm-keras') uses this policy
+        keras.config.set_dtype_policy(spec["precision"])
 
         def build(input_shape=(None, None, 3)):
             if runner == "sm-keras":
@@ -490,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, help="stop repeating after this many seconds (default 8/60)"
     )
     parser.add_argument("--sizes", help="SIZExBATCH list (default 256x8,512x2)")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "mixed_bfloat16"),
+        help="float32, or mixed_bfloat16: Keras runners build under that dtype policy "
+        "(keras_dynunet's precision= option), the PyTorch runner under "
+        "torch.autocast('cpu', bfloat16)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="per-subprocess timeout, s")
     parser.add_argument("--json", type=Path, default=RESULTS, help="output JSON path")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -529,10 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": repeat,
         "budget_s": budget,
         "shapes": shapes,
+        "precision": args.precision,
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
     }
     payload["matmul_peak"] = matmul_peak(args.threads)
     print(f"machine: {payload['machine']}  load: {payload['loadavg_start']}")
+    print(f"precision: {args.precision}")
     print(f"matmul peak (float32 2048^2, {args.threads} threads): {payload['matmul_peak']}")
     payload["import"] = import_time(args.threads)
     print(f"import keras_dynunet: {payload['import']}")
@@ -553,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 "repeat": repeat,
                 "budget": budget,
                 "shapes": shapes,
+                "precision": args.precision,
             }
             res = run_worker(spec, args.timeout)
             results.append(res)

@@ -540,16 +540,17 @@ def load_pretrained(directory: str | os.PathLike[str]) -> keras.Model:
         FileNotFoundError: No such directory.
         CheckpointError: Malformed checkpoint (see :func:`verify_checkpoint`).
 
-    >>> import numpy as np, tempfile, keras_dynunet as kd
-    >>> model = kd.VanillaUNet(input_shape=(None, None, 1), padding="same", base_filters=2,
-    ...                        depth=2)
-    >>> path = save_pretrained(model, tempfile.mkdtemp() + "/v", class_names=["bg", "cell"])
-    >>> loaded = load_pretrained(path)
-    >>> x = np.random.rand(1, 16, 16, 1).astype("float32")
-    >>> bool(np.allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0)))
-    True
-    >>> loaded.checkpoint_config["class_names"]
-    ['bg', 'cell']
+    Examples:
+        >>> import numpy as np, tempfile, keras_dynunet as kd
+        >>> model = kd.VanillaUNet(input_shape=(None, None, 1), padding="same", base_filters=2,
+        ...                        depth=2)
+        >>> path = save_pretrained(model, tempfile.mkdtemp() + "/v", class_names=["bg", "cell"])
+        >>> loaded = load_pretrained(path)
+        >>> x = np.random.rand(1, 16, 16, 1).astype("float32")
+        >>> bool(np.allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0)))
+        True
+        >>> loaded.checkpoint_config["class_names"]
+        ['bg', 'cell']
     """
     directory = Path(directory)
     config = verify_checkpoint(directory)

@@ -117,11 +117,16 @@ def _zoo_show(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from keras_dynunet.training import FINAL_DIR, read_state, train
+    import dataclasses
 
-    train(args.config, args.workdir, verbose=1 if args.verbose else 2)
-    state = read_state(args.workdir)
-    print(f"trained to epoch {state['epoch']}; final checkpoint {args.workdir}/{FINAL_DIR}")
+    from keras_dynunet.training import FINAL_DIR, load_config, train
+
+    config = load_config(args.config)
+    if args.distribution is not None:
+        config = dataclasses.replace(config, distribution=args.distribution)
+    train(config, args.workdir, verbose=1 if args.verbose else 2)
+    # Not read back from WORKDIR: on other workers than the chief it may be mid-update.
+    print(f"trained to epoch {config.epochs}; final checkpoint {args.workdir}/{FINAL_DIR}")
     return 0
 
 
@@ -245,15 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train (or resume) a U-Net from a JSON/YAML config, checkpointing atomically",
         description="Train a DynUNet described by CONFIG (JSON or YAML: encoder, target, data, "
-        "epochs, steps_per_epoch, batch_size, crop, lr, seed, checkpoint_every; see "
-        "keras_dynunet.training.TrainConfig) in --workdir. Weights, optimizer state and counters "
-        "are checkpointed atomically at every epoch end (and every checkpoint_every steps); "
-        "running the same command again resumes from the last checkpoint, and a different "
-        "config is refused. The final model is saved to WORKDIR/final (load it with "
-        "kd.load_pretrained).",
+        "epochs, steps_per_epoch, batch_size, crop, lr, seed, checkpoint_every, distribution; "
+        "see keras_dynunet.training.TrainConfig) in --workdir. Weights, optimizer state and "
+        "counters are checkpointed atomically at every epoch end (and every checkpoint_every "
+        "steps); running the same command again resumes from the last checkpoint, and a "
+        "different config is refused. The final model is saved to WORKDIR/final (load it with "
+        "kd.load_pretrained). Data-parallel training (--distribution, docs/distributed.md): "
+        "batch_size is the global batch; with multi-worker, start the same command on every "
+        "worker with its TF_CONFIG; only the chief writes to WORKDIR, which must be on storage "
+        "all workers see.",
     )
     train.add_argument("config", help="training config file (.json, .yaml)")
     train.add_argument("--workdir", required=True, help="work directory (created; resumed)")
+    from keras_dynunet.distributed import KINDS
+
+    train.add_argument(
+        "--distribution",
+        choices=KINDS,
+        default=None,
+        help="data-parallel engine, overriding the config's 'distribution' (default 'none'): "
+        "'mirrored' = tf.distribute.MirroredStrategy over this machine's GPUs; "
+        "'multi-worker' = tf.distribute.MultiWorkerMirroredStrategy over the hosts in "
+        "TF_CONFIG; 'jax-data-parallel' = keras.distribution.DataParallel (KERAS_BACKEND=jax); "
+        "'auto' picks one from TF_CONFIG and the devices; 'none' = one device",
+    )
     train.add_argument(
         "--no-progress-bar",
         dest="verbose",

@@ -24,6 +24,13 @@ seeds are reset to ``(seed, e)`` at the start of every epoch, so an interrupted
 and resumed run ends with the same weights as an uninterrupted one (on CPU
 TensorFlow: bit-identical, measured in ``tests/test_training.py``).
 
+``TrainConfig.distribution`` trains data-parallel on several devices or hosts with
+Keras' or TensorFlow's own engines (:mod:`keras_dynunet.distributed`): the model is
+built, compiled and fitted inside the chosen scope, ``batch_size`` is the global batch,
+BatchNorm is synchronized on TensorFlow, and only the chief (worker 0) writes to
+``workdir``; other workers write their checkpoints to a temporary folder that is deleted
+at the end. ``workdir`` must be on storage all workers see (they resume from it).
+
 A config names the data either as synthetic nuclei
 (:func:`~keras_dynunet.instances.synthetic_dataset`) or as two folders of images
 and instance label images paired by file stem.
@@ -36,6 +43,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -179,6 +187,11 @@ class TrainConfig:
         checkpoint_every: Also checkpoint every this many steps (0: epoch ends only).
         run_eagerly: Run train steps eagerly (no graph tracing; for debugging and
             tiny runs such as tests, where tracing dominates).
+        distribution: Data-parallel engine (see
+            :func:`~keras_dynunet.distributed.data_parallel`): ``"none"`` (default),
+            ``"auto"``, ``"mirrored"``, ``"multi-worker"`` or ``"jax-data-parallel"``.
+            ``batch_size`` is then the global batch (a multiple of the replica count).
+            It is the only field that may change when a run is resumed.
 
     >>> cfg = TrainConfig(encoder="resnet18", epochs=2, crop=32)
     >>> cfg.crop, cfg.num_classes
@@ -200,6 +213,7 @@ class TrainConfig:
     weight_map: bool = False
     checkpoint_every: int = 0
     run_eagerly: bool = False
+    distribution: str = "none"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -246,6 +260,12 @@ class TrainConfig:
         for name in ("augment", "weight_map", "run_eagerly"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        from keras_dynunet.distributed import DistributionError, check_kind
+
+        try:
+            check_kind(self.distribution)
+        except DistributionError as error:
+            _fail(str(error))
         if self.data.kind == "synthetic":
             size = self.data.image_size
             if size[0] < self.crop[0] or size[1] < self.crop[1]:
@@ -576,16 +596,23 @@ def _restore(model: keras.Model, workdir: Path, state: dict[str, Any]) -> None:
         generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
 
 
-def _check_same_config(workdir: Path, config: TrainConfig) -> None:
+_MAY_CHANGE_ON_RESUME = ("distribution",)
+
+
+def _check_same_config(workdir: Path, config: TrainConfig, write: bool = True) -> None:
     path = workdir / TRAIN_CONFIG_FILE
     if not path.is_file():
-        _write_json_atomic(path, config.to_dict())
+        if write:
+            _write_json_atomic(path, config.to_dict())
         return
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as error:
         raise TrainingStateError(f"{path} is not valid JSON ({error}).") from None
     current = config.to_dict()
+    for key in _MAY_CHANGE_ON_RESUME:
+        stored.pop(key, None)
+        current.pop(key, None)
     if stored != current:
         keys = sorted(
             k for k in set(stored) | set(current) if stored.get(k, "?") != current.get(k, "?")
@@ -610,6 +637,13 @@ def train(
     it; a different config raises :class:`TrainingStateError`. The final model is
     saved with :func:`~keras_dynunet.save_pretrained` to ``workdir/final``.
 
+    With ``config.distribution`` (see :mod:`keras_dynunet.distributed`) the model is
+    built, compiled and fitted in that data-parallel scope, on global batches of
+    ``batch_size``. Only the chief writes ``workdir``; the other workers write to a
+    temporary folder that is deleted at the end, and all of them must see the chief's
+    ``workdir`` to resume (workers that would start from different checkpoints raise
+    :class:`TrainingStateError`).
+
     Args:
         config: A :class:`TrainConfig`, a mapping for one, or a JSON/YAML file.
         workdir: Work directory (created if missing).
@@ -628,7 +662,7 @@ def train(
     >>> read_state(work)["epoch"], sorted(p.name for p in (Path(work) / "final").iterdir())
     (1, ['README.md', 'config.json', 'model.weights.h5'])
     """
-    from keras_dynunet.checkpoint import save_pretrained
+    from keras_dynunet.distributed import data_parallel, replica_slices
 
     if isinstance(config, str | os.PathLike):
         config = load_config(config)
@@ -641,12 +675,60 @@ def train(
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise FileExistsError(f"workdir {str(workdir)!r} exists and is not a directory.")
-    workdir.mkdir(parents=True, exist_ok=True)
-    _check_same_config(workdir, config)
-    state = read_state(workdir)
-    _clean_temporaries(workdir, keep=None if state is None else state["checkpoint"])
+    # First: a multi-worker strategy must start before TensorFlow runs anything else.
+    parallel = data_parallel(config.distribution)
+    replica_slices(config.batch_size, parallel.num_replicas)  # global batch must divide
+    if verbose and parallel.kind != "none":
+        print(
+            f"data-parallel training: {parallel.kind}, {parallel.num_replicas} replicas, "
+            f"{parallel.num_workers} worker(s), this is worker {parallel.worker_index}"
+            f"{' (chief)' if parallel.is_chief else ''}; global batch {config.batch_size}",
+            flush=True,
+        )
+    if parallel.is_chief:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_dir = workdir
+    else:  # the standard pattern: other workers write to a private folder, deleted below
+        write_dir = Path(tempfile.mkdtemp(prefix=f"keras-dynunet-worker{parallel.worker_index}-"))
+    try:
+        with parallel:
+            return _train_in_scope(config, workdir, write_dir, parallel, verbose, callbacks)
+    finally:
+        if write_dir != workdir:
+            shutil.rmtree(write_dir, ignore_errors=True)
 
-    model = build_model(config)
+
+def _train_in_scope(
+    config: TrainConfig,
+    workdir: Path,
+    write_dir: Path,
+    parallel: Any,
+    verbose: int | str,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> keras.Model:
+    from keras_dynunet.checkpoint import save_pretrained
+    from keras_dynunet.distributed import synchronize_batch_norm
+
+    _check_same_config(workdir, config, write=parallel.is_chief)
+    state = read_state(workdir) if workdir.is_dir() else None
+    # All workers must resume from the same checkpoint (the chief's). Compare before any
+    # variable is created: collectives must run in the same order on every worker.
+    position = "no checkpoint" if state is None else f"epoch {state['epoch']}, step {state['step']}"
+    identity = (
+        [-1.0, -1.0, -1.0]
+        if state is None
+        else [state["epoch"], state["step"], float(int(state["sha256"][:12], 16))]
+    )
+    if not parallel.all_workers_agree(identity):
+        raise TrainingStateError(
+            f"the workers start from different checkpoints (this one: {position} in "
+            f"{workdir}). Every worker must see the chief's work directory: put it on storage "
+            "shared by all workers (or start every worker with an empty work directory)."
+        )
+    if parallel.is_chief:
+        _clean_temporaries(workdir, keep=None if state is None else state["checkpoint"])
+
+    model = parallel.prepare(build_model(config))
     dataset = build_dataset(config)
     epoch, step = 0, 0
     if state is not None:
@@ -655,9 +737,12 @@ def train(
     if step == 0 and epoch < config.epochs:
         _seed_epoch(config.seed, epoch)
     while epoch < config.epochs:
-        checkpointer = _Checkpointer(workdir, config, epoch, step)
+        checkpointer = _Checkpointer(write_dir, config, epoch, step)
+        batches = _EpochSlice(dataset, epoch, step)
+        data = parallel.distribute(batches)
         model.fit(
-            _EpochSlice(dataset, epoch, step),
+            data,
+            steps_per_epoch=None if data is batches else len(batches),
             epochs=epoch + 1,
             initial_epoch=epoch,
             shuffle=False,  # batch order is (seed, epoch, index); Keras would use `random`
@@ -667,9 +752,11 @@ def train(
         epoch, step = epoch + 1, 0
         if epoch < config.epochs:
             _seed_epoch(config.seed, epoch)
+    # `synchronized` only matters in training; a saved layer config must load on any backend.
+    synchronize_batch_norm(model, False)
     save_pretrained(
         model,
-        workdir / FINAL_DIR,
+        write_dir / FINAL_DIR,
         class_names=_CLASS_NAMES[config.target],
         input_size=config.crop,
     )

@@ -346,12 +346,13 @@ def validate_card(card: Any, *, name: str | None = None) -> dict[str, Any]:
     Raises:
         CardError: One message listing every problem, each naming the key.
 
-    >>> card = load_card("ternaus-vgg11-carvana")
-    >>> validate_card({**card, "metrics": [{**card["metrics"][0], "value": 0.99}]})
-    ... # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    keras_dynunet.zoo.CardError: zoo card 'ternaus-vgg11-carvana': metrics[0].value must be null...
+    Examples:
+        >>> card = load_card("ternaus-vgg11-carvana")
+        >>> validate_card({**card, "metrics": [{**card["metrics"][0], "value": 0.99}]})
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        keras_dynunet.zoo.CardError: zoo card 'ternaus-vgg11-carvana': metrics[0].value must be...
     """
     label = name or (card.get("name") if isinstance(card, Mapping) else None) or "<unnamed>"
     if not isinstance(card, Mapping):
