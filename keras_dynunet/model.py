@@ -22,7 +22,7 @@ from keras_dynunet.graph import measure_features
 from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
 from keras_dynunet.layers.no_copy import NoCopyConv2D
-from keras_dynunet.precision import check_precision, precision_scope
+from keras_dynunet.precision import PRECISIONS, precision_scope
 from keras_dynunet.registry import get_encoder, get_encoder_spec, tap_model
 from keras_dynunet.taps import Tap
 
@@ -126,7 +126,9 @@ class DynUNet(HubMixin, keras.Model):
         norm_epsilon: Decoder normalisation epsilon (PyTorch ports use ``1e-5``).
         precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the dtype
             policy of every layer built here (variables stay float32, the output is
-            float32). A model passed as ``encoder`` keeps its own policy.
+            float32). ``None`` (default) uses Keras' global policy
+            (``keras.config.set_dtype_policy``). A model passed as ``encoder`` keeps its
+            own policy.
         name: Model name.
 
     >>> model = DynUNet("resnet18", classes=2, input_shape=(None, None, 3))
@@ -151,7 +153,7 @@ class DynUNet(HubMixin, keras.Model):
         blocks_per_stage: int = 2,
         head_kernel_size: int = 1,
         norm_epsilon: float = 1e-3,
-        precision: str = "float32",
+        precision: str | None = None,
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -168,7 +170,9 @@ class DynUNet(HubMixin, keras.Model):
         if isinstance(taps, Sequence) and taps and isinstance(taps[0], Mapping):
             taps = [Tap.from_dict(t) for t in taps]
 
-        check_precision(precision)
+        if precision is None:  # Keras' global dtype policy, recorded if it is one of ours
+            global_policy = keras.config.dtype_policy().name
+            precision = global_policy if global_policy in PRECISIONS else None
         with precision_scope(precision):
             # === Encoder ===
             encoder_input_shape = input_shape

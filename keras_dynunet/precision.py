@@ -33,14 +33,19 @@ def check_precision(precision: str) -> str:
 
 
 @contextlib.contextmanager
-def precision_scope(precision: str) -> Iterator[None]:
+def precision_scope(precision: str | None) -> Iterator[None]:
     """Build layers under the dtype policy ``precision``; the old global policy comes back after.
+
+    ``None`` leaves Keras' global policy alone (``keras.config.set_dtype_policy``).
 
     >>> with precision_scope("mixed_bfloat16"):
     ...     layer = keras.layers.Dense(2)
     >>> layer.compute_dtype, layer.variable_dtype, keras.config.dtype_policy().name
     ('bfloat16', 'float32', 'float32')
     """
+    if precision is None:
+        yield
+        return
     check_precision(precision)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)

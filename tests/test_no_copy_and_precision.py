@@ -178,6 +178,17 @@ def test_mixed_precision_model(precision, tmp_path):
     )
 
 
+def test_the_global_dtype_policy_is_the_default():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kd.build_unet("resnet18", decoder_channels=(8, 8, 8, 8, 8))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.get_config()["precision"] == "mixed_bfloat16"
+    assert model.get_layer("head").compute_dtype == "bfloat16"
+    assert kd.build_unet("resnet18").get_config()["precision"] == "float32"
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         kd.build_unet("resnet18", precision="float16")
