@@ -139,15 +139,14 @@ def profile_jax() -> dict:
         kind = name.split(".")[0]
         if kind == "ynn_fusion":
             op = op_names[name]
-            role = (
-                "forward conv"
-                if "jvp(" in op and "conv" in op
-                else "input-gradient conv"
-                if "transpose(" in op and "conv" in op
-                else "filter-gradient conv"
-                if not op
-                else "other (pool/upsample/reduce)"
-            )
+            if not op:
+                role = "filter-gradient conv"  # XLA leaves these without an op_name
+            elif "conv" not in op:
+                role = "other (pool/upsample/reduce)"
+            elif "transpose(" in op:
+                role = "input-gradient conv"
+            else:
+                role = "forward conv"
             kind = f"ynn_fusion: {role}"
         groups[kind] += ms
     step = sum(groups.values())
