@@ -62,6 +62,37 @@ def runqueue_wait() -> float:
     return total / 1e9
 
 
+def sample_threads(stop, samples: list, period: float = 0.01) -> None:
+    """Until ``stop`` is set, record {thread: (state, last CPU)} every ``period`` seconds."""
+    while not stop.is_set():
+        snap = {}
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            snap[f"{task}:{name}"] = (fields[0], int(fields[36]))  # state, processor
+        samples.append(snap)
+        time.sleep(period)
+
+
+def placement(samples: list, threads: list[str]) -> dict:
+    """How the two busiest threads were placed: same CPU, both running, one running."""
+    both = [s for s in samples if threads[0] in s and threads[1] in s]
+    if not both:
+        return {}
+    running = [[s[t][0] == "R" for t in threads] for s in both]
+    return {
+        "same_cpu": sum(s[threads[0]][1] == s[threads[1]][1] for s in both) / len(both),
+        "both_running": sum(all(r) for r in running) / len(both),
+        "one_running": sum(sum(r) == 1 for r in running) / len(both),
+        "samples": len(both),
+    }
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -106,17 +137,25 @@ def worker(spec: dict) -> dict:
         jit_compile=spec["jit_compile"],
     )
     model.fit(**fit_args, epochs=1, verbose=0)  # compile + warm-up
+    import threading
+
+    stop, samples = threading.Event(), []
+    sampler = threading.Thread(target=sample_threads, args=(stop, samples), daemon=True)
     wait0 = runqueue_wait()
     threads0, cpu0, start = thread_cpu(), cpu_seconds(), time.perf_counter()
+    sampler.start()
     model.fit(**fit_args, epochs=1, verbose=0)
     wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
     cpu = cpu_seconds() - cpu0
     wait = runqueue_wait() - wait0
     threads1 = thread_cpu()
-    busy = sorted(
-        ((threads1[k] - threads0.get(k, 0.0)) / wall for k in threads1),
-        reverse=True,
-    )
+    busy_by_thread = sorted(((threads1[k] - threads0.get(k, 0.0)) / wall, k) for k in threads1)[
+        ::-1
+    ]
+    busy = [b for b, _ in busy_by_thread]
+    top_two = [k for _, k in busy_by_thread[:2]]
     return {
         **spec,
         "tf_threads": [
@@ -130,6 +169,8 @@ def worker(spec: dict) -> dict:
         "img_s": steps * batch / wall,
         "top_thread_busy": [round(b, 2) for b in busy[:4]],
         "threads_over_10pct": sum(b > 0.1 for b in busy),
+        "top_two_threads": top_two,
+        "top_two_placement": placement(samples, top_two),
     }
 
 
@@ -138,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="128x128 crops, 4 steps")
     parser.add_argument("--threads", type=int, default=2, help="explicit intra-op threads")
     parser.add_argument("--inputs", default=",".join(INPUTS), help="comma list of inputs")
+    parser.add_argument(
+        "--jit", choices=("both", "on", "off"), default="both", help="jit_compile settings"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="fresh processes per configuration (default 1)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -159,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'runq wait':>10}  top threads"
     )
     print(header)
-    for jit, threads, inp in itertools.product(
-        (True, False), (0, args.threads), args.inputs.split(",")
+    jits = {"both": (True, False), "on": (True,), "off": (False,)}[args.jit]
+    for jit, threads, inp, _ in itertools.product(
+        jits, (0, args.threads), args.inputs.split(","), range(args.repeat)
     ):
         spec = {
             "jit_compile": jit,
@@ -188,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{jit!s:<6}{threads or 'default'!s:<9}{inp:<14}{row['img_s']:>7.2f}"
                 f"{row['cores_busy']:>11.2f}{row['cores_waiting_for_cpu']:>10.2f}"
-                f"  {row['top_thread_busy']}",
+                f"  {row['top_thread_busy']}"
+                f"  {dict((k, round(v, 2)) for k, v in row['top_two_placement'].items())}",
                 flush=True,
             )
         os.unlink(path)
