@@ -34,20 +34,25 @@ RESULTS = Path(__file__).resolve().parent / "results" / "cpu_util.json"
 INPUTS = ("numpy", "tf.data", "pydataset-w1", "pydataset-w2")
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds per thread of this process (utime+stime from /proc/self/task/*/stat)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def task_stats() -> dict[str, list[str]]:
+    """``{"tid:name": fields}`` of this process's threads; ``fields`` are the
+    ``/proc/self/task/*/stat`` fields after the command name (state is ``fields[0]``)."""
     out = {}
     for task in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{task}/stat") as handle:
                 stat = handle.read()
         except OSError:
-            continue
+            continue  # the thread exited
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[f"{task}:{name}"] = (int(fields[11]) + int(fields[12])) / tick
+        out[f"{task}:{name}"] = stat[stat.rindex(")") + 2 :].split()
     return out
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread of this process (utime + stime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return {key: (int(f[11]) + int(f[12])) / tick for key, f in task_stats().items()}
 
 
 def runqueue_wait() -> float:
@@ -65,17 +70,8 @@ def runqueue_wait() -> float:
 def sample_threads(stop, samples: list, period: float = 0.01) -> None:
     """Until ``stop`` is set, record {thread: (state, last CPU)} every ``period`` seconds."""
     while not stop.is_set():
-        snap = {}
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/stat") as handle:
-                    stat = handle.read()
-            except OSError:
-                continue
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
-            snap[f"{task}:{name}"] = (fields[0], int(fields[36]))  # state, processor
-        samples.append(snap)
+        # (state, processor the thread last ran on)
+        samples.append({key: (f[0], int(f[36])) for key, f in task_stats().items()})
         time.sleep(period)
 
 

@@ -134,43 +134,47 @@ def _normalise_device(name: str) -> str:
     return text.rsplit("device:", 1)[-1].lstrip("/")
 
 
-def _resolve_tf_devices(devices: Sequence[str] | None) -> list[str]:
-    import tensorflow as tf
+def _choose_devices(devices: Sequence[str], known: Sequence[str], unknown: str) -> list[str]:
+    """The names in ``known`` that ``devices`` spell (any case or prefix); else raise.
 
-    available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    names = {_normalise_device(d.name): d.name for d in available}
-    all_names = {_normalise_device(d.name): d.name for d in tf.config.list_logical_devices()}
-    if devices is None:
-        return list(names.values())
+    The error reads ``device '<name>' <unknown>``.
+    """
+    by_key = {_normalise_device(name): name for name in known}
     chosen = []
     for device in devices:
         key = _normalise_device(device)
-        if key not in all_names:
-            raise DistributionError(
-                f"device {device!r} does not exist; TensorFlow sees {sorted(all_names)}. "
-                "(Several CPU replicas need tf.config.set_logical_device_configuration before "
-                "TensorFlow starts.)"
-            )
-        chosen.append(all_names[key])
+        if key not in by_key:
+            raise DistributionError(f"device {device!r} {unknown}")
+        chosen.append(by_key[key])
     return chosen
+
+
+def _resolve_tf_devices(devices: Sequence[str] | None) -> list[str]:
+    import tensorflow as tf
+
+    if devices is None:
+        available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return [d.name for d in available]
+    all_names = [d.name for d in tf.config.list_logical_devices()]
+    return _choose_devices(
+        devices,
+        all_names,
+        f"does not exist; TensorFlow sees {sorted(_normalise_device(n) for n in all_names)}. "
+        "(Several CPU replicas need "
+        "tf.config.set_logical_device_configuration before TensorFlow starts.)",
+    )
 
 
 def _resolve_jax_devices(devices: Sequence[str] | None) -> list[str]:
     available = list(keras.distribution.list_devices())
     if devices is None:
         return available
-    known = {_normalise_device(d): d for d in available}
-    chosen = []
-    for device in devices:
-        key = _normalise_device(device)
-        if key not in known:
-            raise DistributionError(
-                f"device {device!r} is not one of JAX's devices {available}. (Several CPU "
-                "devices need XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX "
-                "starts.)"
-            )
-        chosen.append(known[key])
-    return chosen
+    return _choose_devices(
+        devices,
+        available,
+        f"is not one of JAX's devices {available}. (Several CPU devices "
+        "need XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts.)",
+    )
 
 
 @functools.cache

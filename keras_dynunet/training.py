@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -51,6 +50,8 @@ from typing import Any
 
 import keras
 import numpy as np
+
+from keras_dynunet.checkpoint import file_sha256
 
 __all__ = [
     "STATE_FILE",
@@ -362,14 +363,6 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_state(workdir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The committed training state of a work directory, or ``None`` if there is none.
 
@@ -402,7 +395,7 @@ def read_state(workdir: str | os.PathLike[str]) -> dict[str, Any] | None:
     checkpoint = workdir / name
     if not checkpoint.is_file():
         raise TrainingStateError(f"{path} names {name}, which is missing from {workdir}.")
-    if _sha256(checkpoint) != state.get("sha256"):
+    if file_sha256(checkpoint) != state.get("sha256"):
         raise TrainingStateError(
             f"{checkpoint} does not match the SHA-256 recorded in {path}: the checkpoint is "
             "corrupt. Delete the work directory to start over."
@@ -572,7 +565,7 @@ def save_checkpoint(
         "epoch": epoch,
         "step": step,
         "checkpoint": name,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "seed_generators": [
             np.asarray(keras.ops.convert_to_numpy(g.state)).tolist()
             for g in _seed_generators(model)

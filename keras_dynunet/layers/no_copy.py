@@ -36,6 +36,13 @@ def _torch_channels_last(data_format: str) -> bool:
     return keras.backend.backend() == "torch" and data_format == "channels_last"
 
 
+def _on_channels_first_view(op: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+    """``op(inputs, *args, data_format="channels_first", **kwargs)`` on a channels-first
+    *view* of channels-last ``inputs``, the result permuted back (permutes are views on torch)."""
+    outputs = op(ops.transpose(inputs, _TO_FIRST), *args, data_format="channels_first", **kwargs)
+    return ops.transpose(outputs, _TO_LAST)
+
+
 def _add_bias(layer: keras.layers.Layer, outputs: Any, channels: int) -> Any:
     if layer.use_bias:
         outputs = ops.add(outputs, ops.reshape(layer.bias, (1, 1, 1, channels)))
@@ -56,15 +63,14 @@ class Conv2D(keras.layers.Conv2D):
         """The convolution (bias and activation are added by ``call``)."""
         if not _torch_channels_last(self.data_format):
             return super().convolution_op(inputs, kernel)
-        outputs = ops.conv(
-            ops.transpose(inputs, _TO_FIRST),
+        return _on_channels_first_view(
+            ops.conv,
+            inputs,
             kernel,
             strides=list(self.strides),
             padding=self.padding,
             dilation_rate=self.dilation_rate,
-            data_format="channels_first",
         )
-        return ops.transpose(outputs, _TO_LAST)
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
@@ -80,15 +86,14 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         """Depthwise convolution, bias, activation."""
         if not _torch_channels_last(self.data_format):
             return super().call(inputs)
-        outputs = ops.depthwise_conv(
-            ops.transpose(inputs, _TO_FIRST),
+        outputs = _on_channels_first_view(
+            ops.depthwise_conv,
+            inputs,
             self.kernel,
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
-            data_format="channels_first",
         )
-        outputs = ops.transpose(outputs, _TO_LAST)
         return _add_bias(self, outputs, self.depth_multiplier * inputs.shape[-1])
 
 
@@ -105,16 +110,16 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
         """Transposed convolution, bias, activation."""
         if not _torch_channels_last(self.data_format):
             return super().call(inputs)
-        outputs = ops.conv_transpose(
-            ops.transpose(inputs, _TO_FIRST),
+        outputs = _on_channels_first_view(
+            ops.conv_transpose,
+            inputs,
             self.kernel,
             strides=list(self.strides),
             padding=self.padding,
             output_padding=self.output_padding,
             dilation_rate=self.dilation_rate,
-            data_format="channels_first",
         )
-        return _add_bias(self, ops.transpose(outputs, _TO_LAST), self.filters)
+        return _add_bias(self, outputs, self.filters)
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
@@ -130,14 +135,13 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
         """Max pooling."""
         if not _torch_channels_last(self.data_format):
             return super().call(inputs)
-        outputs = ops.max_pool(
-            ops.transpose(inputs, _TO_FIRST),
+        return _on_channels_first_view(
+            ops.max_pool,
+            inputs,
             pool_size=self.pool_size,
             strides=self.strides,
             padding=self.padding,
-            data_format="channels_first",
         )
-        return ops.transpose(outputs, _TO_LAST)
 
 
 # The classes carry the Keras class names on purpose: Keras weight files

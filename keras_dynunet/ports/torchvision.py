@@ -37,6 +37,7 @@ from typing import Any, Union
 import keras
 import numpy as np
 
+from keras_dynunet.checkpoint import file_sha256
 from keras_dynunet.ports.assign import assign_state_dict, leaf_layers
 from keras_dynunet.ports.efficientnet_lite import cache_dir
 from keras_dynunet.ports.torch_checkpoint import read_torch_checkpoint
@@ -367,14 +368,6 @@ def checkpoint_path(url: str) -> Path:
     return cache_dir() / "torchvision" / url.rsplit("/", 1)[-1]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_checkpoint(url: str, timeout: float = 60.0) -> Path:
     """Download ``url`` into the cache (once) and check its SHA-256 prefix.
 
@@ -424,7 +417,7 @@ def fetch_checkpoint(url: str, timeout: float = 60.0) -> Path:
             )
         os.replace(tmp, path)
         return path
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if expected and not actual.startswith(expected):
         raise WeightsUnavailableError(
             f"{path} has SHA-256 {actual}, which does not start with {expected} (from its "
