@@ -6,9 +6,16 @@ U-Net (2 sigmoid classes) is compiled, warmed up with one ``fit`` epoch, then a 
 ``fit`` of ``--steps`` steps measures wall time, process CPU time (``getrusage`` user+sys)
 and their ratio (cores busy), plus the per-thread CPU split from ``/proc/self/task``.
 
-Axes: ``jit_compile`` on/off; default threading vs ``--threads`` intra-op threads
-(``tf.config.threading``); input as numpy arrays, a ``tf.data.Dataset``, or
-``SegmentationDataset`` (a ``keras.utils.PyDataset``) with ``workers=1`` or ``2``.
+Finding (see ``keras_dynunet/stall_free_inputs.py``): the lost core is not lost in
+training. ``fit`` ends, both cores idle, until tf.data's autotuning thread wakes
+(10 ms x 2^k periods), because Keras' iterator destructor waits for it. ``--fit keras``
+runs Keras' own ``Model.fit`` (the stall), ``--fit stall-free`` this library's models'
+``fit`` (autotuning off); ``tail_s`` is the time ``fit`` spends after ``on_train_end``.
+
+Axes: ``fit`` keras/stall-free; ``jit_compile`` on/off; default threading vs
+``--threads`` intra-op threads (``tf.config.threading``); input as numpy arrays, a
+``tf.data.Dataset``, or ``SegmentationDataset`` (a ``keras.utils.PyDataset``) with
+``workers=1`` or ``2``.
 
 Run from the repository root: ``python benchmarks/bench_cpu_util.py [--quick]``.
 Writes ``benchmarks/results/cpu_util.json`` atomically.
@@ -132,15 +139,22 @@ def worker(spec: dict) -> dict:
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
         jit_compile=spec["jit_compile"],
     )
-    model.fit(**fit_args, epochs=1, verbose=0)  # compile + warm-up
+    fit = keras.Model.fit if spec["fit"] == "keras" else type(model).fit
+    fit(model, **fit_args, epochs=1, verbose=0)  # compile + warm-up
     import threading
+
+    ended = []
+
+    class TrainEnd(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            ended.append(time.perf_counter())
 
     stop, samples = threading.Event(), []
     sampler = threading.Thread(target=sample_threads, args=(stop, samples), daemon=True)
     wait0 = runqueue_wait()
     threads0, cpu0, start = thread_cpu(), cpu_seconds(), time.perf_counter()
     sampler.start()
-    model.fit(**fit_args, epochs=1, verbose=0)
+    fit(model, **fit_args, epochs=1, verbose=0, callbacks=[TrainEnd()])
     wall = time.perf_counter() - start
     stop.set()
     sampler.join()
@@ -163,6 +177,7 @@ def worker(spec: dict) -> dict:
         "cores_busy": cpu / wall,
         "cores_waiting_for_cpu": wait / wall,
         "img_s": steps * batch / wall,
+        "tail_s": start + wall - ended[0],
         "top_thread_busy": [round(b, 2) for b in busy[:4]],
         "threads_over_10pct": sum(b > 0.1 for b in busy),
         "top_two_threads": top_two,
@@ -173,6 +188,12 @@ def worker(spec: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="128x128 crops, 4 steps")
+    parser.add_argument(
+        "--fit",
+        choices=("both", "keras", "stall-free"),
+        default="both",
+        help="Keras' own Model.fit, this library's stall-free fit, or both",
+    )
     parser.add_argument("--threads", type=int, default=2, help="explicit intra-op threads")
     parser.add_argument("--inputs", default=",".join(INPUTS), help="comma list of inputs")
     parser.add_argument(
@@ -198,15 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = []
     header = (
-        f"{'jit':<6}{'threads':<9}{'input':<14}{'img/s':>7}{'cores busy':>11}"
+        f"{'fit':<11}{'jit':<6}{'threads':<9}{'input':<14}{'img/s':>7}{'tail s':>7}"
+        f"{'cores busy':>11}"
         f"{'runq wait':>10}  top threads"
     )
     print(header)
     jits = {"both": (True, False), "on": (True,), "off": (False,)}[args.jit]
-    for jit, threads, inp, _ in itertools.product(
-        jits, (0, args.threads), args.inputs.split(","), range(args.repeat)
+    fits = ("keras", "stall-free") if args.fit == "both" else (args.fit,)
+    for fit, jit, threads, inp, _ in itertools.product(
+        fits, jits, (0, args.threads), args.inputs.split(","), range(args.repeat)
     ):
         spec = {
+            "fit": fit,
             "jit_compile": jit,
             "threads": threads,
             "input": inp,
@@ -225,12 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         if res.returncode:
             row = {**spec, "error": res.stderr[-800:]}
-            print(f"{jit!s:<6}{threads or 'default'!s:<9}{inp:<14} ERROR {res.stderr[-300:]}")
+            print(
+                f"{fit:<11}{jit!s:<6}{threads or 'default'!s:<9}{inp:<14}"
+                f" ERROR {res.stderr[-300:]}"
+            )
         else:
             with open(path) as handle:
                 row = json.load(handle)
             print(
-                f"{jit!s:<6}{threads or 'default'!s:<9}{inp:<14}{row['img_s']:>7.2f}"
+                f"{fit:<11}{jit!s:<6}{threads or 'default'!s:<9}{inp:<14}{row['img_s']:>7.2f}"
+                f"{row['tail_s']:>7.2f}"
                 f"{row['cores_busy']:>11.2f}{row['cores_waiting_for_cpu']:>10.2f}"
                 f"  {row['top_thread_busy']}"
                 f"  {dict((k, round(v, 2)) for k, v in row['top_two_placement'].items())}",

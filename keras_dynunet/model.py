@@ -24,6 +24,7 @@ from keras_dynunet.layers import MatchSpatial, pad_to_stride
 from keras_dynunet.layers.no_copy import NoCopyConv2D
 from keras_dynunet.precision import PRECISIONS, precision_scope
 from keras_dynunet.registry import get_encoder, get_encoder_spec, tap_model
+from keras_dynunet.stall_free_inputs import StallFreeFitMixin
 from keras_dynunet.taps import Tap
 
 HEAD_ACTIVATIONS = (None, "linear", "sigmoid", "softmax")
@@ -102,7 +103,7 @@ def resolve_encoder(
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class DynUNet(HubMixin, keras.Model):
+class DynUNet(StallFreeFitMixin, HubMixin, keras.Model):
     """A U-Net whose decoder is generated from its encoder's taps.
 
     Args:
