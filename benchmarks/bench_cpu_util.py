@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     jits = {"both": (True, False), "on": (True,), "off": (False,)}[args.jit]
     fits = ("keras", "stall-free") if args.fit == "both" else (args.fit,)
     for fit, jit, threads, inp, _ in itertools.product(
-        fits, jits, (0, args.threads), args.inputs.split(","), range(args.repeat)
+        fits, jits, sorted({0, args.threads}), args.inputs.split(","), range(args.repeat)
     ):
         spec = {
             "fit": fit,

@@ -138,3 +138,16 @@ def test_validation_split_needs_arrays():
     )
     with pytest.raises(ValueError, match="validation_split"):
         ours.fit(ds, validation_split=0.5, verbose=0)
+
+
+@pytest.mark.backends
+def test_plain_keras_model_takes_the_adapter_as_x():
+    x, y = _pair()
+    _, plain = _twins()
+    reference = keras.models.clone_model(plain)
+    reference.set_weights(plain.get_weights())
+    reference.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    adapter = StallFreeAdapter.for_input(x, y, batch_size=4, shuffle=False)
+    h1 = plain.fit(adapter, epochs=2, verbose=0)
+    h2 = reference.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(h1.history["loss"], h2.history["loss"], rtol=1e-5)
