@@ -5,6 +5,8 @@
 ['resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50']
 """
 
+import keras as _keras
+
 from keras_dynunet import instances, losses, metrics
 from keras_dynunet.augment import Augmentation
 from keras_dynunet.checkpoint import load_pretrained, save_pretrained
@@ -25,6 +27,10 @@ from keras_dynunet.registry import (
 from keras_dynunet.taps import EncoderSpec, Tap
 from keras_dynunet.version import __version__
 from keras_dynunet.weights import WeightsUnavailableError
+from keras_dynunet.xla_cpu_flags import apply_xla_cpu_flags as _apply_xla_cpu_flags
+
+# Importing the modules above runs no JAX computation, so XLA has not read XLA_FLAGS yet.
+_apply_xla_cpu_flags(_keras.backend.backend())
 
 __all__ = [
     "Augmentation",

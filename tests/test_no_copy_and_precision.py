@@ -37,6 +37,16 @@ CASES = [
         {"kernel_size": 3, "strides": 2, "padding": "same", "depth_multiplier": 2},
     ),
     (
+        keras.layers.DepthwiseConv2D,
+        NoCopyDepthwiseConv2D,
+        {"kernel_size": 5, "strides": 2, "padding": "valid", "use_bias": False},
+    ),
+    (
+        keras.layers.DepthwiseConv2D,
+        NoCopyDepthwiseConv2D,
+        {"kernel_size": 3, "dilation_rate": 2, "padding": "same", "activation": "relu"},
+    ),
+    (
         keras.layers.Conv2DTranspose,
         NoCopyConv2DTranspose,
         {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"},
@@ -117,10 +127,10 @@ def test_use_no_copy_layers_keeps_names_weights_and_function():
     )
 
 
-def test_registry_application_encoders_use_no_copy_layers_on_torch():
+def test_registry_application_encoders_use_no_copy_layers_on_torch_and_jax():
     encoder = kd.get_encoder("mobilenetv2", input_shape=(64, 64, 3))
     kinds = {type(layer) for layer in encoder.layers}
-    if keras.backend.backend() == "torch":
+    if keras.backend.backend() in ("torch", "jax"):
         assert NoCopyDepthwiseConv2D in kinds and keras.layers.DepthwiseConv2D not in kinds
     else:
         assert keras.layers.DepthwiseConv2D in kinds and NoCopyDepthwiseConv2D not in kinds

@@ -1,0 +1,51 @@
+"""The shifted-window depthwise convolution equals ``keras.ops.depthwise_conv``. Every backend."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.mark.parametrize("size", [(9, 8), (16, 16), (7, 12)])
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_equals_keras_depthwise_conv(size, kernel, stride, padding):
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = rng.normal(size=(2, *size, 4)).astype("float32")
+    k = rng.normal(size=(kernel, kernel, 4, 1)).astype("float32")
+    want = ops.convert_to_numpy(ops.depthwise_conv(x, k, strides=stride, padding=padding))
+    got = ops.convert_to_numpy(depthwise_conv_by_shifts(x, k, (stride, stride), padding))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("strides", "dilation", "multiplier"), [((1, 2), (1, 1), 3), ((1, 1), (2, 3), 2)]
+)
+def test_unequal_strides_dilation_and_depth_multiplier(strides, dilation, multiplier):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 13, 11, 3)).astype("float32")
+    k = rng.normal(size=(3, 3, 3, multiplier)).astype("float32")
+    for padding in ("same", "valid"):
+        want = ops.depthwise_conv(x, k, strides, padding, dilation_rate=dilation)
+        got = depthwise_conv_by_shifts(x, k, strides, padding, dilation)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(got), ops.convert_to_numpy(want), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_refuses_unknown_padding_and_unknown_sizes():
+    x = np.zeros((1, 8, 8, 2), "float32")
+    k = np.zeros((3, 3, 2, 1), "float32")
+    with pytest.raises(ValueError, match="padding must be 'valid' or 'same'"):
+        depthwise_conv_by_shifts(x, k, padding="causal")
+
+    class Unknown:
+        shape = (1, None, 8, 2)
+
+    with pytest.raises(ValueError, match="static height and width"):
+        depthwise_conv_by_shifts(Unknown(), k)
