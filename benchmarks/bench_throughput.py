@@ -244,6 +244,7 @@ def worker(spec: dict) -> dict:
         model = build()
         out["build_s"] = time.perf_counter() - start
         out["params"] = model.count_params()
+        out["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # incl. keras_dynunet's JAX tuning
         jit = {"tensorflow-xla": True, "tensorflow": False, "torch": False}.get(runner, "auto")
         model.compile(
             optimizer=keras.optimizers.Adam(1e-4),
