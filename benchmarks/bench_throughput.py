@@ -63,7 +63,10 @@ def thread_env(threads: int, backend: str | None = None) -> dict[str, str]:
         OPENBLAS_NUM_THREADS=n,
         TF_NUM_INTRAOP_THREADS=n,
         TF_CPP_MIN_LOG_LEVEL="3",
-        XLA_FLAGS="--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=" + n,
+        # No thread-count flag exists for XLA:CPU (it uses every core, 2 here). A bare
+        # "intra_op_parallelism_threads=2" token, as earlier versions of this script had,
+        # silently made XLA ignore every later flag.
+        XLA_FLAGS="--xla_cpu_multi_thread_eigen=true",
         PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
     if backend:

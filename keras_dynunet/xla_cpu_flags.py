@@ -15,7 +15,9 @@ and ``import keras_dynunet`` do not, so adding the flag at import works as long 
 JAX computation ran before. XLA aborts the process on a flag it does not know, so the
 flag is only added for jaxlib versions it was checked with (:data:`TUNED_FLAGS`).
 Set ``KERAS_DYNUNET_XLA_CPU_TUNING=0`` to leave ``XLA_FLAGS`` alone; a flag already
-present in ``XLA_FLAGS`` is never overridden.
+present in ``XLA_FLAGS`` is never overridden. The flag goes first in ``XLA_FLAGS``: XLA
+silently ignores everything after a token that does not start with ``--`` (seen with
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=2"``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def apply_xla_cpu_flags(
 
     >>> env = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true"}
     >>> added = apply_xla_cpu_flags("jax", env, jaxlib_version="0.10.2")
-    >>> env["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true " + added[0]
+    >>> env["XLA_FLAGS"] == added[0] + " --xla_cpu_multi_thread_eigen=true"
     True
     >>> apply_xla_cpu_flags("tensorflow", {}, jaxlib_version="0.10.2")
     []
@@ -77,6 +79,6 @@ def apply_xla_cpu_flags(
             return []
     existing = environ.get("XLA_FLAGS", "")
     added = [flag for flag in tuned_flags(jaxlib_version) if flag.split("=")[0] not in existing]
-    if added:
-        environ["XLA_FLAGS"] = " ".join([existing, *added]).strip()
+    if added:  # first: XLA ignores every flag after a malformed token (one without "--")
+        environ["XLA_FLAGS"] = " ".join([*added, existing]).strip()
     return added
