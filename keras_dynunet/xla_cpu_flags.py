@@ -4,11 +4,11 @@ jaxlib 0.10 sends every convolution on CPU to its YNNPACK library path. For the 
 here that path is slower than XLA's own (Eigen) convolutions, and it keeps one of two
 cores idle part of the time. Taking individual convolutions out of YNNPACK with
 ``--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION``
-was measured (2 cores, 256x256, batch 8, images/s inference / training) to take the
-resnet34 U-Net from 8.47 / 2.38 to 9.70 / 2.89, the efficientnet-b0 U-Net from
-14.47 / 2.60 to 21.89 / 3.66 and TernausNet from 2.87 / 0.27 to 3.11 / 0.36.
-Also taking reductions out (``-LIBRARY_FUSION_TYPE_REDUCE``) made training slower
-(efficientnet-b0 2.03, resnet34 2.43), so only convolutions are moved.
+was measured (``benchmarks/bench_throughput.py``, 2 cores, 256x256, batch 8, images/s
+inference / training) to take the resnet34 U-Net from 8.53 / 2.37 to 10.51 / 2.69, the
+efficientnet-b0 U-Net from 15.85 / 2.98 to 19.84 / 3.34 and TernausNet from 3.02 / 0.61
+to 3.19 / 0.98 (``benchmarks/README.md``). Also taking reductions out
+(``-LIBRARY_FUSION_TYPE_REDUCE``) made training slower, so only convolutions are moved.
 
 XLA reads ``XLA_FLAGS`` once, when JAX first creates its CPU backend; ``import keras``
 and ``import keras_dynunet`` do not, so adding the flag at import works as long as no

@@ -2,11 +2,11 @@
 
 XLA:CPU (the JAX backend on CPU) lowers a depthwise convolution, and above all its
 gradients, to a slow generic convolution loop: for EfficientNet-B0's depthwise shapes
-at 256x256, batch 8, the forward pass took 14-190 ms and forward + gradients 100-750 ms
+at 256x256, batch 8, the forward pass took 14-259 ms and forward + gradients 93-906 ms
 per layer (jaxlib 0.10.2, 2 cores). Written as ``kh * kw`` strided windows of the
 padded input, each multiplied by one row of the kernel and summed, the same function
-is elementwise work that XLA fuses into one loop: 6-60x faster forward and 3-40x
-faster with gradients on the same shapes (``benchmarks/bench_depthwise.py``).
+is elementwise work that XLA fuses: 5.6-64x faster forward and 3.5-46x faster with
+gradients on the same shapes (``benchmarks/bench_jax_layers.py``).
 
 :class:`keras_dynunet.layers.no_copy.DepthwiseConv2D` uses this on the JAX backend;
 the result equals ``keras.ops.depthwise_conv`` to float32 rounding (tested on every
