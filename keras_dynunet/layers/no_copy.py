@@ -46,8 +46,13 @@ def _torch_channels_last(data_format: str) -> bool:
     return keras.backend.backend() == "torch" and data_format == "channels_last"
 
 
-def _jax_channels_last(data_format: str) -> bool:
-    return keras.backend.backend() == "jax" and data_format == "channels_last"
+def _jax_static_channels_last(data_format: str, inputs: Any) -> bool:
+    """On JAX, channels-last inputs whose height and width are known (the fast forms need them)."""
+    return (
+        keras.backend.backend() == "jax"
+        and data_format == "channels_last"
+        and None not in inputs.shape[1:3]
+    )
 
 
 def _on_channels_first_view(op: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -99,7 +104,7 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     def call(self, inputs: Any) -> Any:
         """Depthwise convolution, bias, activation."""
-        if _jax_channels_last(self.data_format) and None not in inputs.shape[1:3]:
+        if _jax_static_channels_last(self.data_format, inputs):
             outputs = depthwise_conv_by_shifts(
                 inputs, self.kernel, self.strides, self.padding, self.dilation_rate
             )
@@ -129,11 +134,8 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
 
     def call(self, inputs: Any) -> Any:
         """Transposed convolution, bias, activation."""
-        if (
-            _jax_channels_last(self.data_format)
-            and None not in inputs.shape[1:3]
-            and tuple(self.dilation_rate) == (1, 1)
-        ):
+        undilated = tuple(self.dilation_rate) == (1, 1)
+        if undilated and _jax_static_channels_last(self.data_format, inputs):
             outputs = conv_transpose_by_phases(
                 inputs, self.kernel, self.strides, self.padding, self.output_padding
             )
@@ -190,6 +192,12 @@ NO_COPY_LAYERS: dict[type, type] = {
     keras.layers.MaxPooling2D: NoCopyMaxPooling2D,
 }
 
+#: Backend -> the Keras layer classes whose no-copy replacement runs differently there.
+_DIFFERENT_ON: dict[str, frozenset[type]] = {
+    "torch": frozenset(NO_COPY_LAYERS),
+    "jax": frozenset({keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose}),
+}
+
 
 def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     """A copy of a functional ``model`` with its 2D conv/pool layers made no-copy.
@@ -198,8 +206,8 @@ def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     ``MaxPooling2D`` layers are replaced (subclasses keep their own ``call``);
     weights are copied. The result computes the same function. The layers differ
     from Keras' on the torch backend, and on JAX for depthwise and transposed
-    convolutions; in
-    other cases ``model`` itself is returned unless ``force`` is set.
+    convolutions; when ``model`` has none of those, it is returned itself unless
+    ``force`` is set.
 
     Args:
         model: A functional Keras model.
@@ -214,13 +222,8 @@ def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     >>> type(converted.layers[1]) is NoCopyConv2D, converted.layers[1].name == model.layers[1].name
     (True, True)
     """
-    backend = keras.backend.backend()
-    kinds = {type(layer) for layer in model.layers}
-    if backend == "jax":
-        worthwhile = bool(kinds & {keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose})
-    else:
-        worthwhile = backend == "torch" and bool(kinds & set(NO_COPY_LAYERS))
-    if not (worthwhile or force) or not kinds & set(NO_COPY_LAYERS):
+    replaceable = set(NO_COPY_LAYERS) if force else _DIFFERENT_ON.get(keras.backend.backend(), ())
+    if not {type(layer) for layer in model.layers} & set(replaceable):
         return model
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -27,22 +27,25 @@ from keras import ops
 
 
 def transpose_padding(
-    kernel: int, stride: int, padding: str, output_padding: int | None, dilation: int
+    kernel: int, stride: int, padding: str, output_padding: int | None
 ) -> tuple[int, int]:
-    """Left/right padding of the zero-inserted input in Keras' ``conv_transpose``.
+    """Left/right padding of the zero-inserted input in Keras' ``conv_transpose``
+    (dilation rate 1).
 
     ``conv_transpose`` equals: insert ``stride - 1`` zeros between input pixels, pad by
     these amounts, convolve (stride 1) with the spatially flipped kernel.
 
-    >>> transpose_padding(3, 2, "valid", None, 1), transpose_padding(3, 2, "same", None, 1)
+    >>> transpose_padding(3, 2, "valid", None), transpose_padding(3, 2, "same", None)
     ((2, 2), (2, 1))
     """
-    span = (kernel - 1) * dilation + 1
     if padding == "valid":
-        extra = max(span, stride) - span if output_padding is None else output_padding
-        return span - 1, span - 1 + extra
-    total = stride + span - 2 if output_padding is None else span + span % 2 - 2 + output_padding
-    left = min(total // 2 + total % 2, span - 1)
+        extra = max(kernel, stride) - kernel if output_padding is None else output_padding
+        return kernel - 1, kernel - 1 + extra
+    if output_padding is None:
+        total = stride + kernel - 2
+    else:
+        total = kernel + kernel % 2 - 2 + output_padding
+    left = min(total // 2 + total % 2, kernel - 1)
     return left, total - left
 
 
@@ -116,7 +119,7 @@ def conv_transpose_by_phases(
     paddings = (None, None) if output_padding is None else tuple(output_padding)
     plans, outs, counts = [], [], []
     for size, k, s, p in zip(sizes, kernels, steps, paddings, strict=True):
-        left, right = transpose_padding(k, s, padding, p, 1)
+        left, right = transpose_padding(k, s, padding, p)
         out = (size - 1) * s + 1 + left + right - k + 1
         plans.append(_phase_plan(k, s, left))
         outs.append(out)
