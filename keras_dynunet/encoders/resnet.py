@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_dynunet.layers.batch_norm import FastBatchNormalization
 from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyMaxPooling2D
 from keras_dynunet.registry import register_encoder
 from keras_dynunet.taps import EncoderSpec, Tap
@@ -30,7 +31,7 @@ _WIDTHS = (64, 128, 256, 512)
 
 
 def _bn(name: str) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+    return FastBatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
 
 
 def _conv(x, filters: int, kernel: int, stride: int, name: str):

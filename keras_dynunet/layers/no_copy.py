@@ -35,6 +35,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_dynunet.layers.batch_norm import FastBatchNormalization
 from keras_dynunet.layers.phase_transpose import conv_transpose_by_phases
 from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
 
@@ -184,12 +185,14 @@ NoCopyDepthwiseConv2D = DepthwiseConv2D
 NoCopyConv2DTranspose = Conv2DTranspose
 NoCopyMaxPooling2D = MaxPooling2D
 
-#: Keras layer class -> its no-copy replacement (exact classes only, not subclasses).
+#: Keras layer class -> its no-copy replacement (exact classes only, not subclasses);
+#: BatchNormalization -> the fused-gradient batch norm of ``layers.batch_norm``.
 NO_COPY_LAYERS: dict[type, type] = {
     keras.layers.Conv2D: NoCopyConv2D,
     keras.layers.DepthwiseConv2D: NoCopyDepthwiseConv2D,
     keras.layers.Conv2DTranspose: NoCopyConv2DTranspose,
     keras.layers.MaxPooling2D: NoCopyMaxPooling2D,
+    keras.layers.BatchNormalization: FastBatchNormalization,
 }
 
 #: Backend -> the Keras layer classes whose no-copy replacement runs differently there.
@@ -203,7 +206,9 @@ def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     """A copy of a functional ``model`` with its 2D conv/pool layers made no-copy.
 
     Only exact ``Conv2D``, ``DepthwiseConv2D``, ``Conv2DTranspose`` and
-    ``MaxPooling2D`` layers are replaced (subclasses keep their own ``call``);
+    ``MaxPooling2D`` layers are replaced, and ``BatchNormalization`` by
+    :class:`~keras_dynunet.layers.batch_norm.FastBatchNormalization` (subclasses keep their
+    own ``call``);
     weights are copied. The result computes the same function. The layers differ
     from Keras' on the torch backend, and on JAX for depthwise and transposed
     convolutions; when ``model`` has none of those, it is returned itself unless

@@ -16,7 +16,7 @@ padding, stride, dilation and depth multiplier).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from keras import ops
 
@@ -82,15 +82,113 @@ def depthwise_conv_by_shifts(
         height, width = height + top + bottom, width + left + right
     out_h = (height - (kh - 1) * dh - 1) // sh + 1
     out_w = (width - (kw - 1) * dw - 1) // sw + 1
+    geometry = _Geometry((height, width), (out_h, out_w), (sh, sw), (dh, dw), (kh, kw))
+    return _depthwise_with_gradients(geometry)(inputs, kernel)
+
+
+class _Geometry(NamedTuple):
+    padded: tuple[int, int]
+    out: tuple[int, int]
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    kernel: tuple[int, int]
+
+    def taps(self) -> list[tuple[int, int, int, int]]:
+        """``(i, j, top, left)``: kernel row/column and the window's corner in the input."""
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return [(i, j, i * dh, j * dw) for i in range(kh) for j in range(kw)]
+
+    def phase_grid(self) -> tuple[int, int]:
+        """Rows and columns of one stride phase (the padded input split ``s x s`` ways)."""
+        (height, width), (sh, sw) = self.padded, self.strides
+        return -(-height // sh), -(-width // sw)
+
+
+def _phases(x: Any, geometry: _Geometry) -> Any:
+    """``(n, H, W, c)`` -> ``(n, H/sh, sh, W/sw, sw, c)`` (zero rows/columns added at the end),
+    so a strided window is a plain slice at one phase."""
+    (sh, sw), (hc, wc) = geometry.strides, geometry.phase_grid()
+    height, width = geometry.padded
+    if hc * sh != height or wc * sw != width:
+        x = ops.pad(x, ((0, 0), (0, hc * sh - height), (0, wc * sw - width), (0, 0)))
+    return ops.reshape(x, (-1, hc, sh, wc, sw, x.shape[-1]))
+
+
+def _window(phased: Any, top: int, left: int, geometry: _Geometry) -> Any:
+    """Input rows ``top + sh*u`` and columns ``left + sw*v`` for every output ``(u, v)``."""
+    (sh, sw), (out_h, out_w) = geometry.strides, geometry.out
+    return phased[
+        :, top // sh : top // sh + out_h, top % sh, left // sw : left // sw + out_w, left % sw, :
+    ]
+
+
+def _window_sum(inputs: Any, kernel: Any, geometry: _Geometry) -> Any:
+    phased = _phases(inputs, geometry)
     outputs = None
-    for i in range(kh):
-        for j in range(kw):
-            window = inputs[
-                :,
-                i * dh : i * dh + (out_h - 1) * sh + 1 : sh,
-                j * dw : j * dw + (out_w - 1) * sw + 1 : sw,
-                :,
-            ]
-            term = ops.multiply(window, kernel[i, j])
-            outputs = term if outputs is None else ops.add(outputs, term)
+    for i, j, top, left in geometry.taps():
+        term = ops.multiply(_window(phased, top, left, geometry), kernel[i, j])
+        outputs = term if outputs is None else ops.add(outputs, term)
     return outputs
+
+
+def _window_sum_transposed(upstream: Any, kernel: Any, geometry: _Geometry) -> Any:
+    """The input gradient of :func:`_window_sum`: each output's upstream value, scaled by
+    the kernel, added back at every input position its windows read.
+
+    Computed per stride phase as a sum of shifted slices of the zero-padded upstream
+    (elementwise work XLA fuses), then the phases are interleaved.
+    """
+    (sh, sw), (out_h, out_w) = geometry.strides, geometry.out
+    (hc, wc), (height, width) = geometry.phase_grid(), geometry.padded
+    (kh, kw), (dh, dw) = geometry.kernel, geometry.dilation
+    top_pad, left_pad = (kh - 1) * dh // sh, (kw - 1) * dw // sw
+    upstream = ops.pad(
+        upstream,
+        ((0, 0), (top_pad, max(hc - out_h, 0)), (left_pad, max(wc - out_w, 0)), (0, 0)),
+    )
+    sums: dict[tuple[int, int], Any] = {}
+    for i, j, top, left in geometry.taps():
+        row, col = top_pad - top // sh, left_pad - left // sw
+        term = ops.multiply(upstream[:, row : row + hc, col : col + wc, :], kernel[i, j])
+        key = (top % sh, left % sw)
+        sums[key] = term if key not in sums else ops.add(sums[key], term)
+    if (sh, sw) == (1, 1):
+        phased = sums[(0, 0)]
+    else:
+        zeros = ops.zeros_like(next(iter(sums.values())))
+        rows = [
+            ops.stack([sums.get((a, b), zeros) for b in range(sw)], axis=3) for a in range(sh)
+        ]
+        phased = ops.reshape(ops.stack(rows, axis=2), (-1, hc * sh, wc * sw, rows[0].shape[-1]))
+    return phased[:, :height, :width, :]
+
+
+def _depthwise_with_gradients(geometry: _Geometry) -> Any:
+    """:func:`_window_sum` with hand-written gradients.
+
+    Autodiff turns the input gradient into a chain of full-size pads, one per tap; here
+    it is a window sum of the zero-padded upstream gradient, per stride phase, which XLA
+    fuses into one loop. The kernel gradient is one multiply-reduce per tap. (XLA still
+    materialises each window once, as the forward sum and the kernel gradient share it.)
+    efficientnet-b0 U-Net on JAX, 512x512 batch 2: 0.77 -> 0.87 training images/s.
+    """
+
+    @ops.custom_gradient
+    def conv(inputs: Any, kernel: Any) -> Any:
+        def grad(*args: Any, upstream: Any = None) -> tuple[Any, Any]:
+            upstream = args[0] if upstream is None else upstream
+            phased = _phases(inputs, geometry)
+            kernel_grad = ops.stack(
+                [
+                    ops.sum(ops.multiply(_window(phased, top, left, geometry), upstream), (0, 1, 2))
+                    for _, _, top, left in geometry.taps()
+                ]
+            )
+            return (
+                _window_sum_transposed(upstream, kernel, geometry),
+                ops.reshape(kernel_grad, kernel.shape),
+            )
+
+        return _window_sum(inputs, kernel, geometry), grad
+
+    return conv
