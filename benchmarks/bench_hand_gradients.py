@@ -55,7 +55,7 @@ def _worker(case: str, variant: str) -> None:
             from keras_dynunet.layers import shifted_depthwise as sd
 
             sd._depthwise_with_gradients = lambda geometry: lambda x, k: sd._window_sum(
-                x, k, geometry
+                sd._phases(x, geometry), k, geometry
             )
     if backend == "torch":
         import torch

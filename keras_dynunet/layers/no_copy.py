@@ -203,7 +203,7 @@ _DIFFERENT_ON: dict[str, frozenset[type]] = {
 
 
 def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
-    """A copy of a functional ``model`` with its 2D conv/pool layers made no-copy.
+    """A copy of a functional ``model`` with its 2D conv/pool and batch-norm layers replaced.
 
     Only exact ``Conv2D``, ``DepthwiseConv2D``, ``Conv2DTranspose`` and
     ``MaxPooling2D`` layers are replaced, and ``BatchNormalization`` by

@@ -60,6 +60,27 @@ def _phase_plan(kernel: int, stride: int, left: int) -> list[tuple[int, int, int
     return plan
 
 
+def interleave_phases(phases: Sequence[Sequence[Any]], height: int, width: int) -> Any:
+    """Per-phase results ``phases[a][b]``, each ``(batch, qh, qw, c)`` and holding output
+    pixels ``(sh*i + a, sw*j + b)``, interleaved into ``(batch, height, width, c)`` (cropped).
+
+    >>> import numpy as np
+    >>> grid = np.arange(6, dtype="float32").reshape(1, 2, 3, 1)
+    >>> out = interleave_phases([[grid, grid + 10]], 2, 5)
+    >>> ops.convert_to_numpy(out)[0, :, :, 0].tolist()
+    [[0.0, 10.0, 1.0, 11.0, 2.0], [3.0, 13.0, 4.0, 14.0, 5.0]]
+    """
+    first = phases[0][0]
+    if len(phases) == 1 and len(phases[0]) == 1:
+        full = first
+    else:
+        _, qh, qw, channels = first.shape
+        rows = [ops.stack(row, axis=3) for row in phases]  # (batch, qh, qw, sw, c)
+        stacked = ops.stack(rows, axis=2)  # (batch, qh, sh, qw, sw, c)
+        full = ops.reshape(stacked, (-1, qh * len(phases), qw * len(phases[0]), channels))
+    return full[:, :height, :width, :]
+
+
 def _window(x: Any, axis: int, start: int, length: int) -> Any:
     """``x[start : start + length]`` along ``axis``, zeros where that leaves ``x``."""
     size = x.shape[axis]
@@ -139,7 +160,5 @@ def conv_transpose_by_phases(
                 sub = flipped[t0h :: steps[0], t0w :: steps[1]]
                 phase = ops.conv(x, sub, strides=1, padding="valid")
             row.append(phase)
-        rows.append(ops.stack(row, axis=3))  # (batch, qh, qw, sw, out)
-    stacked = ops.stack(rows, axis=2)  # (batch, qh, sh, qw, sw, out)
-    full = ops.reshape(stacked, (batch, counts[0] * steps[0], counts[1] * steps[1], out_channels))
-    return full[:, : outs[0], : outs[1], :]
+        rows.append(row)
+    return interleave_phases(rows, outs[0], outs[1])
