@@ -8,7 +8,11 @@ Two layers of keras-dynunet replace autodiff with a written-out gradient
   resnet34 U-Net;
 * ``depthwise`` (JAX backend): the hand-written gradient of
   :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts` against autodiff
-  of the same forward window sum, on the efficientnet-b0 U-Net.
+  of the same forward window sum, on the efficientnet-b0 U-Net;
+* ``max-pool``, ``max-pool-256``, ``max-pool-vgg`` (JAX backend):
+  :func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts` against
+  ``keras.ops.max_pool`` (XLA's ``select_and_scatter`` gradient) on the resnet34 U-Net
+  (one 3x3 stride-2 pool) and TernausNet (five 2x2 pools).
 
 Each (case, variant) runs in a fresh process, the two variants alternating ``--rounds`` times
 (this machine drifts by ~10% over minutes, so alternation matters more than repeats); each
@@ -36,6 +40,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "hand_gradients.json"
 CASES = {
     "batch-norm": ("torch", "resnet34", 256, 8),
     "depthwise": ("jax", "efficientnet-b0", 512, 2),
+    "max-pool": ("jax", "resnet34", 512, 2),
+    "max-pool-256": ("jax", "resnet34", 256, 8),
+    "max-pool-vgg": ("jax", "ternaus-vgg11", 256, 8),
 }
 
 
@@ -51,12 +58,16 @@ def _worker(case: str, variant: str) -> None:
             from keras_dynunet.layers.batch_norm import FastBatchNormalization
 
             FastBatchNormalization.call = keras.layers.BatchNormalization.call
-        else:
+        elif case == "depthwise":
             from keras_dynunet.layers import shifted_depthwise as sd
 
             sd._depthwise_with_gradients = lambda geometry: lambda x, k: sd._window_sum(
-                sd._phases(x, geometry), k, geometry
+                sd.phased(x, geometry), k, geometry
             )
+        else:
+            from keras_dynunet.layers import no_copy
+
+            no_copy.max_pool_by_shifts = keras.ops.max_pool
     if backend == "torch":
         import torch
 
@@ -64,7 +75,10 @@ def _worker(case: str, variant: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 3), dtype="float32")
     y = (x[..., :1] > 0.5).astype("float32")
-    model = kd.build_unet(model_name, classes=1, input_shape=(size, size, 3))
+    if model_name.startswith("ternaus"):
+        model = kd.build_model(model_name, input_shape=(size, size, 3))
+    else:
+        model = kd.build_unet(model_name, classes=1, input_shape=(size, size, 3))
     model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
     for _ in range(2):
         model.train_on_batch(x, y)

@@ -1,12 +1,15 @@
-"""JAX on CPU: Keras' depthwise / transposed convolution ops against keras-dynunet's forms.
+"""JAX on CPU: Keras' depthwise / transposed convolution / max-pool ops against keras-dynunet's.
 
 Times, with ``jax.jit`` on the JAX backend, for EfficientNet-B0's depthwise shapes and
-TernausNet-decoder-like transposed-convolution shapes at 256x256, batch 8:
+TernausNet-decoder-like transposed-convolution shapes at 256x256, batch 8, and the max
+pools of the resnet34 U-Net (3x3 stride 2 on the zero-padded stem output) and of
+TernausNet (2x2 stride 2) at 256x256 batch 8 and 512x512 batch 2:
 
-* ``keras``: ``keras.ops.depthwise_conv`` / ``keras.ops.conv_transpose`` (what the plain
-  Keras layers run);
+* ``keras``: ``keras.ops.depthwise_conv`` / ``keras.ops.conv_transpose`` /
+  ``keras.ops.max_pool`` (what the plain Keras layers run);
 * ``ours``: :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts` /
-  :func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (what the no-copy
+  :func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` /
+  :func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts` (what the no-copy
   layers run on JAX);
 
 each forward only (``fwd``) and forward plus both gradients (``grad``), in ms, with the
@@ -45,6 +48,15 @@ TRANSPOSE = (
     (8, 32, 512, 128),
     (8, 64, 256, 64),
     (8, 128, 128, 32),
+)
+
+# (batch, size, channels, pool, stride): "valid" max pools
+MAX_POOL = (
+    (8, 130, 64, 3, 2),
+    (2, 258, 64, 3, 2),
+    (8, 256, 64, 2, 2),
+    (2, 512, 64, 2, 2),
+    (8, 64, 256, 2, 2),
 )
 
 
@@ -93,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_dynunet.layers.phase_transpose import conv_transpose_by_phases
     from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
+    from keras_dynunet.layers.shifted_max_pool import max_pool_by_shifts
 
     rng = np.random.default_rng(0)
     rows = []
@@ -125,6 +138,17 @@ def main(argv: list[str] | None = None) -> int:
             args.repeat,
         )
         rows.append({"op": "transpose", "shape": [batch, size, cin, cout, 3, 2], **cells})
+    for batch, size, channels, pool, stride in MAX_POOL:
+        x = rng.random((batch, size, size, channels), dtype="float32")
+        scale = np.float32(1.5)  # a second argument to differentiate, like the kernels above
+        cells = _compare(
+            lambda x, k, p=pool, s=stride: ops.max_pool(x, p, s, "valid") * k,
+            lambda x, k, p=pool, s=stride: max_pool_by_shifts(x, (p, p), (s, s), "valid") * k,
+            x,
+            scale,
+            args.repeat,
+        )
+        rows.append({"op": "max_pool", "shape": [batch, size, channels, pool, stride], **cells})
     for row in rows:
         label = ",".join(str(v) for v in row["shape"])
         print(

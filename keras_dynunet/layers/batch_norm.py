@@ -27,8 +27,9 @@ import keras
 from keras import ops
 
 
-def _train_normalize(x: Any, gamma: Any, beta: Any, axes: list[int], shape: list[int],
-                     epsilon: float) -> tuple[Any, Any, Any]:
+def _train_normalize(
+    x: Any, gamma: Any, beta: Any, axes: list[int], shape: list[int], epsilon: float
+) -> tuple[Any, Any, Any]:
     """Batch-normalise ``x`` over ``axes`` with its own statistics; returns the output
     and the (gradient-free) batch mean and variance."""
     # E[x^2] - E[x]^2 as Keras computes it: torch.var over the non-channel axes of a

@@ -16,16 +16,19 @@ permuted back, is an ordinary contiguous NHWC tensor. Weights, configs and resul
 are those of the Keras layer (tested to float32 rounding), so checkpoints are
 interchangeable.
 
-The depthwise and transposed convolutions have a second fast path, on JAX: XLA:CPU
-runs depthwise convolutions (and their gradients) and the filter gradient of
-input-dilated convolutions through slow generic loops, so there they compute
-:func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts` and
-:func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (dilation 1).
+The depthwise and transposed convolutions and max pooling have a second fast path, on
+JAX: XLA:CPU runs depthwise convolutions (and their gradients), the filter gradient of
+input-dilated convolutions and the max-pool gradient (``select_and_scatter``) through
+slow generic code, so there they compute
+:func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts`,
+:func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (dilation 1) and
+:func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`.
 Otherwise, on TensorFlow and JAX, the layers are exactly the Keras layers.
 
 :func:`use_no_copy_layers` converts a functional model built from plain Keras layers
 (such as a ``keras.applications`` encoder); the registry does that for its encoders
-on the torch backend, and on JAX for models with depthwise or transposed convolutions.
+on the torch backend, and on JAX for models with depthwise or transposed convolutions
+or max pooling.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from keras import ops
 from keras_dynunet.layers.batch_norm import FastBatchNormalization
 from keras_dynunet.layers.phase_transpose import conv_transpose_by_phases
 from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
+from keras_dynunet.layers.shifted_max_pool import max_pool_by_shifts
 
 _TO_FIRST = (0, 3, 1, 2)
 _TO_LAST = (0, 2, 3, 1)
@@ -157,7 +161,8 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
 class MaxPooling2D(keras.layers.MaxPooling2D):
-    """``keras.layers.MaxPooling2D`` without the torch backend's layout copy.
+    """``keras.layers.MaxPooling2D`` without the torch backend's layout copy; on JAX
+    with :func:`~keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`' gradient.
 
     >>> import numpy as np
     >>> tuple(NoCopyMaxPooling2D(2)(np.zeros((1, 8, 8, 2), "float32")).shape)
@@ -166,6 +171,8 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
 
     def call(self, inputs: Any) -> Any:
         """Max pooling."""
+        if _jax_static_channels_last(self.data_format, inputs):
+            return max_pool_by_shifts(inputs, self.pool_size, self.strides, self.padding)
         if not _torch_channels_last(self.data_format):
             return super().call(inputs)
         return _on_channels_first_view(
@@ -198,7 +205,9 @@ NO_COPY_LAYERS: dict[type, type] = {
 #: Backend -> the Keras layer classes whose no-copy replacement runs differently there.
 _DIFFERENT_ON: dict[str, frozenset[type]] = {
     "torch": frozenset(NO_COPY_LAYERS),
-    "jax": frozenset({keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose}),
+    "jax": frozenset(
+        {keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose, keras.layers.MaxPooling2D}
+    ),
 }
 
 
@@ -211,7 +220,7 @@ def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     own ``call``);
     weights are copied. The result computes the same function. The layers differ
     from Keras' on the torch backend, and on JAX for depthwise and transposed
-    convolutions; when ``model`` has none of those, it is returned itself unless
+    convolutions and max pooling; when ``model`` has none of those, it is returned itself unless
     ``force`` is set.
 
     Args:

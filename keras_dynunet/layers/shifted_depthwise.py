@@ -16,18 +16,18 @@ padding, stride, dilation and depth multiplier).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from keras import ops
 
-from keras_dynunet.layers.phase_transpose import interleave_phases
-
-
-def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's ``"same"`` padding (extra row or column at the end)."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
+from keras_dynunet.layers.strided_windows import (
+    WindowGeometry,
+    checked_padding_and_size,
+    phased,
+    same_padding,
+    scatter_windows,
+    window,
+)
 
 
 def depthwise_conv_by_shifts(
@@ -61,15 +61,9 @@ def depthwise_conv_by_shifts(
     >>> tuple(a.shape), bool(np.allclose(a, b, atol=1e-5))
     ((2, 5, 4, 6), True)
     """
-    padding = padding.lower()
-    if padding not in ("valid", "same"):
-        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}.")
-    height, width = inputs.shape[1], inputs.shape[2]
-    if height is None or width is None:
-        raise ValueError(
-            "depthwise_conv_by_shifts needs a static height and width; "
-            f"got input shape {tuple(inputs.shape)}. Use keras.ops.depthwise_conv instead."
-        )
+    padding, height, width = checked_padding_and_size(
+        inputs, padding, "depthwise_conv_by_shifts", "keras.ops.depthwise_conv"
+    )
     inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
     kh, kw, channels, multiplier = kernel.shape
     (sh, sw), (dh, dw) = tuple(strides), tuple(dilation_rate)
@@ -77,92 +71,25 @@ def depthwise_conv_by_shifts(
         inputs = ops.repeat(inputs, multiplier, axis=-1)
     kernel = ops.reshape(kernel, (kh, kw, channels * multiplier))
     if padding == "same":
-        top, bottom = _same_padding(height, kh, sh, dh)
-        left, right = _same_padding(width, kw, sw, dw)
+        top, bottom = same_padding(height, kh, sh, dh)
+        left, right = same_padding(width, kw, sw, dw)
         if top or bottom or left or right:
             inputs = ops.pad(inputs, ((0, 0), (top, bottom), (left, right), (0, 0)))
         height, width = height + top + bottom, width + left + right
-    out_h = (height - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width - (kw - 1) * dw - 1) // sw + 1
-    geometry = _Geometry((height, width), (out_h, out_w), (sh, sw), (dh, dw), (kh, kw))
+    geometry = WindowGeometry.of((height, width), (kh, kw), (sh, sw), (dh, dw))
     return _depthwise_with_gradients(geometry)(inputs, kernel)
 
 
-class _Geometry(NamedTuple):
-    padded: tuple[int, int]
-    out: tuple[int, int]
-    strides: tuple[int, int]
-    dilation: tuple[int, int]
-    kernel: tuple[int, int]
-
-    def taps(self) -> list[tuple[int, int, int, int]]:
-        """``(i, j, top, left)``: kernel row/column and the window's corner in the input."""
-        (kh, kw), (dh, dw) = self.kernel, self.dilation
-        return [(i, j, i * dh, j * dw) for i in range(kh) for j in range(kw)]
-
-    def phase_grid(self) -> tuple[int, int]:
-        """Rows and columns of one stride phase (the padded input split ``s x s`` ways)."""
-        (height, width), (sh, sw) = self.padded, self.strides
-        return -(-height // sh), -(-width // sw)
-
-
-def _phases(x: Any, geometry: _Geometry) -> Any:
-    """``(n, H, W, c)`` -> ``(n, H/sh, sh, W/sw, sw, c)`` (zero rows/columns added at the end),
-    so a strided window is a plain slice at one phase."""
-    (sh, sw), (hc, wc) = geometry.strides, geometry.phase_grid()
-    height, width = geometry.padded
-    if hc * sh != height or wc * sw != width:
-        x = ops.pad(x, ((0, 0), (0, hc * sh - height), (0, wc * sw - width), (0, 0)))
-    return ops.reshape(x, (-1, hc, sh, wc, sw, x.shape[-1]))
-
-
-def _window(phased: Any, top: int, left: int, geometry: _Geometry) -> Any:
-    """Input rows ``top + sh*u`` and columns ``left + sw*v`` for every output ``(u, v)``."""
-    (sh, sw), (out_h, out_w) = geometry.strides, geometry.out
-    return phased[
-        :, top // sh : top // sh + out_h, top % sh, left // sw : left // sw + out_w, left % sw, :
-    ]
-
-
-def _window_sum(phased: Any, kernel: Any, geometry: _Geometry) -> Any:
-    """The depthwise convolution of the :func:`_phases` view of the padded input."""
+def _window_sum(phased_input: Any, kernel: Any, geometry: WindowGeometry) -> Any:
+    """The depthwise convolution of the :func:`phased` view of the padded input."""
     outputs = None
     for i, j, top, left in geometry.taps():
-        term = ops.multiply(_window(phased, top, left, geometry), kernel[i, j])
+        term = ops.multiply(window(phased_input, top, left, geometry), kernel[i, j])
         outputs = term if outputs is None else ops.add(outputs, term)
     return outputs
 
 
-def _window_sum_transposed(upstream: Any, kernel: Any, geometry: _Geometry) -> Any:
-    """The input gradient of :func:`_window_sum`: each output's upstream value, scaled by
-    the kernel, added back at every input position its windows read.
-
-    Computed per stride phase as a sum of shifted slices of the zero-padded upstream
-    (elementwise work XLA fuses), then the phases are interleaved.
-    """
-    (sh, sw), (out_h, out_w) = geometry.strides, geometry.out
-    (hc, wc), (height, width) = geometry.phase_grid(), geometry.padded
-    (kh, kw), (dh, dw) = geometry.kernel, geometry.dilation
-    top_pad, left_pad = (kh - 1) * dh // sh, (kw - 1) * dw // sw
-    upstream = ops.pad(
-        upstream,
-        ((0, 0), (top_pad, max(hc - out_h, 0)), (left_pad, max(wc - out_w, 0)), (0, 0)),
-    )
-    sums: dict[tuple[int, int], Any] = {}
-    for i, j, top, left in geometry.taps():
-        row, col = top_pad - top // sh, left_pad - left // sw
-        term = ops.multiply(upstream[:, row : row + hc, col : col + wc, :], kernel[i, j])
-        key = (top % sh, left % sw)
-        sums[key] = term if key not in sums else ops.add(sums[key], term)
-    some = next(iter(sums.values()))  # a phase no tap lands on (kernel < stride) is zero
-    phases = [
-        [sums[(a, b)] if (a, b) in sums else ops.zeros_like(some) for b in range(sw)]
-        for a in range(sh)
-    ]
-    return interleave_phases(phases, height, width)
-
-
-def _depthwise_with_gradients(geometry: _Geometry) -> Any:
+def _depthwise_with_gradients(geometry: WindowGeometry) -> Any:
     """:func:`_window_sum` with hand-written gradients.
 
     Autodiff turns the input gradient into a chain of full-size pads, one per tap; here
@@ -179,16 +106,21 @@ def _depthwise_with_gradients(geometry: _Geometry) -> Any:
             upstream = args[0] if upstream is None else upstream
             kernel_grad = ops.stack(
                 [
-                    ops.sum(ops.multiply(_window(phased, top, left, geometry), upstream), (0, 1, 2))
+                    ops.sum(
+                        ops.multiply(window(phased_input, top, left, geometry), upstream), (0, 1, 2)
+                    )
                     for _, _, top, left in geometry.taps()
                 ]
             )
-            return (
-                _window_sum_transposed(upstream, kernel, geometry),
-                ops.reshape(kernel_grad, kernel.shape),
-            )
+            taps = geometry.taps()
 
-        phased = _phases(inputs, geometry)  # read by the forward and the kernel gradient
-        return _window_sum(phased, kernel, geometry), grad
+            def term(tap: int, take: Any) -> Any:
+                return ops.multiply(take(0), kernel[taps[tap][0], taps[tap][1]])
+
+            input_grad = scatter_windows([upstream], term, geometry)
+            return input_grad, ops.reshape(kernel_grad, kernel.shape)
+
+        phased_input = phased(inputs, geometry)  # read by the forward and the kernel gradient
+        return _window_sum(phased_input, kernel, geometry), grad
 
     return conv
