@@ -31,9 +31,12 @@ lint: $(STAMP)
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
 
+# the backend-specific layers' doctests too (they run on TensorFlow in test-tf)
 test-backends: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backends tests
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --doctest-modules keras_dynunet/layers
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m backends tests
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q --doctest-modules keras_dynunet/layers
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site

@@ -18,8 +18,8 @@ class PixelShuffle(keras.layers.Layer):
     Args:
         factor: Upsampling factor ``r``.
 
-    >>> PixelShuffle(2)(ops.ones((1, 3, 5, 8))).shape
-    TensorShape([1, 6, 10, 2])
+    >>> tuple(PixelShuffle(2)(ops.ones((1, 3, 5, 8))).shape)
+    (1, 6, 10, 2)
     """
 
     def __init__(self, factor: int = 2, **kwargs: Any) -> None:
