@@ -12,8 +12,8 @@ outside autograd, the output is one multiply-add ``x * a + b``, and the input, s
 offset gradients are written out with ``keras.ops.custom_gradient`` (the standard
 batch-norm gradient, which includes the paths through the batch mean and variance):
 two reductions and five elementwise passes backward, nothing recorded forward.
-``benchmarks/bench_hand_gradients.py``: resnet34 U-Net, 256x256 batch 8, 1.08x training
-images/s. Moving statistics, configs and weights are those of the Keras layer (tested
+``benchmarks/bench_hand_gradients.py``: resnet34 U-Net, 256x256 batch 8, 1.08x and (rerun)
+1.18x training images/s. Moving statistics, configs and weights are those of the Keras layer (tested
 against it, values and gradients); on TensorFlow and JAX, in inference, with a mask,
 renorm or synchronised statistics the layer *is* the Keras layer (XLA and TensorFlow
 fuse these ops themselves).
