@@ -18,6 +18,7 @@ import keras
 
 from keras_dynunet.decoders import unet_decoder
 from keras_dynunet.discover import discover_taps, taps_from_layers
+from keras_dynunet.folded_batch_norm import call_folded
 from keras_dynunet.graph import measure_features
 from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
@@ -254,6 +255,25 @@ class DynUNet(StallFreeFitMixin, HubMixin, keras.Model):
             "norm_epsilon": norm_epsilon,
             "precision": precision,
         }
+
+    #: Inference folds each convolution's batch norm into the convolution
+    #: (:mod:`keras_dynunet.folded_batch_norm`; same outputs to float rounding, fewer passes
+    #: over the activations). Set to ``False`` before the first call to run the layers as built.
+    fold_batch_norm: bool = True
+
+    def call(
+        self, inputs: Any, training: bool | None = None, mask: Any = None, **kwargs: Any
+    ) -> Any:
+        """The functional graph; in inference on real tensors, with batch norms folded."""
+        if (
+            training
+            or mask is not None
+            or kwargs
+            or not self.fold_batch_norm
+            or any(isinstance(x, keras.KerasTensor) for x in keras.tree.flatten(inputs))
+        ):
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        return call_folded(self, inputs)
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments (weights excluded), JSON-serialisable."""

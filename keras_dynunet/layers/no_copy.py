@@ -107,23 +107,26 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     (1, 8, 8, 2)
     """
 
+    def depthwise_op(self, inputs: Any, kernel: Any) -> Any:
+        """The depthwise convolution of ``inputs`` with ``kernel`` (no bias or activation)."""
+        if _jax_static_channels_last(self.data_format, inputs):
+            return depthwise_conv_by_shifts(
+                inputs, kernel, self.strides, self.padding, self.dilation_rate
+            )
+        options = {"strides": self.strides, "padding": self.padding}
+        options["dilation_rate"] = self.dilation_rate
+        if _torch_channels_last(self.data_format):
+            return _on_channels_first_view(ops.depthwise_conv, inputs, kernel, **options)
+        return ops.depthwise_conv(inputs, kernel, data_format=self.data_format, **options)
+
     def call(self, inputs: Any) -> Any:
         """Depthwise convolution, bias, activation."""
-        if _jax_static_channels_last(self.data_format, inputs):
-            outputs = depthwise_conv_by_shifts(
-                inputs, self.kernel, self.strides, self.padding, self.dilation_rate
-            )
-            return _add_bias(self, outputs, self.depth_multiplier * inputs.shape[-1])
-        if not _torch_channels_last(self.data_format):
+        if not (
+            _jax_static_channels_last(self.data_format, inputs)
+            or _torch_channels_last(self.data_format)
+        ):
             return super().call(inputs)
-        outputs = _on_channels_first_view(
-            ops.depthwise_conv,
-            inputs,
-            self.kernel,
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-        )
+        outputs = self.depthwise_op(inputs, self.kernel)
         return _add_bias(self, outputs, self.depth_multiplier * inputs.shape[-1])
 
 
