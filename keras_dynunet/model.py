@@ -27,6 +27,7 @@ from keras_dynunet.precision import PRECISIONS, precision_scope
 from keras_dynunet.registry import get_encoder, get_encoder_spec, tap_model
 from keras_dynunet.stall_free_inputs import StallFreeFitMixin
 from keras_dynunet.taps import Tap
+from keras_dynunet.xla_compiled import XLACompiledLayersMixin
 
 HEAD_ACTIVATIONS = (None, "linear", "sigmoid", "softmax")
 _TAP_KEY = re.compile(r"^P\d$")
@@ -104,7 +105,7 @@ def resolve_encoder(
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class DynUNet(StallFreeFitMixin, HubMixin, keras.Model):
+class DynUNet(XLACompiledLayersMixin, StallFreeFitMixin, HubMixin, keras.Model):
     """A U-Net whose decoder is generated from its encoder's taps.
 
     Args:

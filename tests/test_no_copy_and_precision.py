@@ -101,13 +101,12 @@ def test_use_no_copy_layers_keeps_names_weights_and_function():
     )
 
 
-def test_registry_application_encoders_use_no_copy_layers_on_torch_and_jax():
+def test_registry_application_encoders_use_no_copy_layers():
+    """On every backend here: torch and JAX always run them differently, TensorFlow when
+    XLA-compiled (tests/test_xla_compiled.py)."""
     encoder = kd.get_encoder("mobilenetv2", input_shape=(64, 64, 3))
     kinds = {type(layer) for layer in encoder.layers}
-    if keras.backend.backend() in ("torch", "jax"):
-        assert NoCopyDepthwiseConv2D in kinds and keras.layers.DepthwiseConv2D not in kinds
-    else:
-        assert keras.layers.DepthwiseConv2D in kinds and NoCopyDepthwiseConv2D not in kinds
+    assert NoCopyDepthwiseConv2D in kinds and keras.layers.DepthwiseConv2D not in kinds
 
 
 def test_weight_files_are_interchangeable_with_keras_layers(tmp_path):

@@ -22,13 +22,16 @@ input-dilated convolutions and the max-pool gradient (``select_and_scatter``) th
 slow generic code, so there they compute
 :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts`,
 :func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (dilation 1) and
-:func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`.
-Otherwise, on TensorFlow and JAX, the layers are exactly the Keras layers.
+:func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`. TensorFlow with XLA
+(``compile(jit_compile=True)``) runs the same XLA:CPU code, so there the three layers take
+the same forms when the model marks them ``xla_compiled`` (the models of this library do,
+see :mod:`keras_dynunet.xla_compiled`). Otherwise, on TensorFlow and JAX, the layers are
+exactly the Keras layers.
 
 :func:`use_no_copy_layers` converts a functional model built from plain Keras layers
 (such as a ``keras.applications`` encoder); the registry does that for its encoders
-on the torch backend, and on JAX for models with depthwise or transposed convolutions
-or max pooling.
+on the torch backend, and on JAX and TensorFlow for models with depthwise or transposed
+convolutions or max pooling.
 """
 
 from __future__ import annotations
@@ -51,12 +54,16 @@ def _torch_channels_last(data_format: str) -> bool:
     return keras.backend.backend() == "torch" and data_format == "channels_last"
 
 
-def _jax_static_channels_last(data_format: str, inputs: Any) -> bool:
-    """On JAX, channels-last inputs whose height and width are known (the fast forms need them)."""
+def _xla_forms(layer: keras.layers.Layer, inputs: Any) -> bool:
+    """Whether ``layer`` computes its XLA-friendly form: on JAX, and on TensorFlow when
+    the model runs it XLA-compiled on CPU (``layer.xla_compiled``, set by
+    :class:`~keras_dynunet.xla_compiled.XLACompiledLayersMixin`), for channels-last
+    inputs whose height and width are known (the fast forms need them)."""
+    backend = keras.backend.backend()
     return (
-        keras.backend.backend() == "jax"
-        and data_format == "channels_last"
-        and None not in inputs.shape[1:3]
+        (backend == "jax" or (backend == "tensorflow" and getattr(layer, "xla_compiled", False)))
+        and layer.data_format == "channels_last"
+        and None not in tuple(inputs.shape[1:3])
     )
 
 
@@ -107,9 +114,12 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     (1, 8, 8, 2)
     """
 
+    #: Set when the layer runs XLA-compiled on TensorFlow (then it takes the JAX forms).
+    xla_compiled: bool = False
+
     def depthwise_op(self, inputs: Any, kernel: Any) -> Any:
         """The depthwise convolution of ``inputs`` with ``kernel`` (no bias or activation)."""
-        if _jax_static_channels_last(self.data_format, inputs):
+        if _xla_forms(self, inputs):
             return depthwise_conv_by_shifts(
                 inputs, kernel, self.strides, self.padding, self.dilation_rate
             )
@@ -121,10 +131,7 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     def call(self, inputs: Any) -> Any:
         """Depthwise convolution, bias, activation."""
-        if not (
-            _jax_static_channels_last(self.data_format, inputs)
-            or _torch_channels_last(self.data_format)
-        ):
+        if not (_xla_forms(self, inputs) or _torch_channels_last(self.data_format)):
             return super().call(inputs)
         outputs = self.depthwise_op(inputs, self.kernel)
         return _add_bias(self, outputs, self.depth_multiplier * inputs.shape[-1])
@@ -140,10 +147,13 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
     (1, 16, 16, 4)
     """
 
+    #: Set when the layer runs XLA-compiled on TensorFlow (then it takes the JAX forms).
+    xla_compiled: bool = False
+
     def call(self, inputs: Any) -> Any:
         """Transposed convolution, bias, activation."""
         undilated = tuple(self.dilation_rate) == (1, 1)
-        if undilated and _jax_static_channels_last(self.data_format, inputs):
+        if undilated and _xla_forms(self, inputs):
             outputs = conv_transpose_by_phases(
                 inputs, self.kernel, self.strides, self.padding, self.output_padding
             )
@@ -172,9 +182,12 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
     (1, 4, 4, 2)
     """
 
+    #: Set when the layer runs XLA-compiled on TensorFlow (then it takes the JAX forms).
+    xla_compiled: bool = False
+
     def call(self, inputs: Any) -> Any:
         """Max pooling."""
-        if _jax_static_channels_last(self.data_format, inputs):
+        if _xla_forms(self, inputs):
             return max_pool_by_shifts(inputs, self.pool_size, self.strides, self.padding)
         if not _torch_channels_last(self.data_format):
             return super().call(inputs)
@@ -212,6 +225,8 @@ _DIFFERENT_ON: dict[str, frozenset[type]] = {
         {keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose, keras.layers.MaxPooling2D}
     ),
 }
+# on TensorFlow the same three switch to the JAX forms when XLA-compiled
+_DIFFERENT_ON["tensorflow"] = _DIFFERENT_ON["jax"]
 
 
 def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:

@@ -25,6 +25,7 @@ from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
 from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyConv2DTranspose
 from keras_dynunet.stall_free_inputs import StallFreeFitMixin
+from keras_dynunet.xla_compiled import XLACompiledLayersMixin
 
 TERNAUS_PARAMS_CLASSES_1 = 22_927_393  # sum over the PyTorch UNet11 layers, see tests
 
@@ -61,7 +62,7 @@ def ternaus_block(x: Any, middle: int, out: int, name: str) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class TernausUNet11(StallFreeFitMixin, HubMixin, keras.Model):
+class TernausUNet11(XLACompiledLayersMixin, StallFreeFitMixin, HubMixin, keras.Model):
     """TernausNet UNet11: VGG11 encoder and TernausNet's decoder.
 
     Args:

@@ -17,6 +17,7 @@ from keras_dynunet.hub_mixin import HubMixin
 from keras_dynunet.layers import MatchSpatial, pad_to_stride
 from keras_dynunet.layers.no_copy import NoCopyConv2D, NoCopyConv2DTranspose, NoCopyMaxPooling2D
 from keras_dynunet.stall_free_inputs import StallFreeFitMixin
+from keras_dynunet.xla_compiled import XLACompiledLayersMixin
 
 
 def valid_output_size(size: int, depth: int = 4) -> int | None:
@@ -43,7 +44,7 @@ def _nearest_valid(size: int, depth: int) -> list[int]:
 
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
-class VanillaUNet(StallFreeFitMixin, HubMixin, keras.Model):
+class VanillaUNet(XLACompiledLayersMixin, StallFreeFitMixin, HubMixin, keras.Model):
     """The 2015 U-Net: 64-128-256-512-1024 filters, 2x2 up-convolutions.
 
     Args:

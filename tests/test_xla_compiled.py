@@ -1,0 +1,93 @@
+"""TensorFlow with XLA runs the no-copy layers' XLA forms (as JAX always does): the models
+mark their layers from ``jit_compile``, results are unchanged. Every backend for the
+marking; the XLA runs are TensorFlow's."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_dynunet as kd
+from keras_dynunet.layers import no_copy
+from keras_dynunet.xla_compiled import XLACompiledLayersMixin, mark_xla_compiled
+
+pytestmark = pytest.mark.backends
+
+on_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="XLA marking is TensorFlow's"
+)
+
+
+def _marked(model):
+    return [
+        layer.name for layer in model._flatten_layers() if getattr(layer, "xla_compiled", False)
+    ]
+
+
+def _small_net():
+    """Depthwise conv, max pool and transposed conv: the three layers with XLA forms."""
+
+    class Net(XLACompiledLayersMixin, keras.Model):
+        pass
+
+    inputs = keras.Input((16, 16, 3))
+    x = no_copy.NoCopyConv2D(8, 3, padding="same")(inputs)
+    x = no_copy.NoCopyDepthwiseConv2D(3, strides=2, padding="same", name="depthwise")(x)
+    x = no_copy.NoCopyMaxPooling2D(3, strides=2, padding="same", name="pool")(x)
+    x = no_copy.NoCopyConv2DTranspose(4, 3, strides=2, padding="same", name="transpose")(x)
+    return Net(inputs, no_copy.NoCopyConv2D(1, 1)(x))
+
+
+def test_compile_marks_exactly_on_tensorflow_cpu():
+    model = _small_net()
+    assert _marked(model) == []
+    model.compile(loss="mse", jit_compile=True)
+    expected = ["depthwise", "pool", "transpose"] if keras.backend.backend() == "tensorflow" else []
+    assert _marked(model) == expected
+    model.compile(loss="mse", jit_compile=False)
+    assert _marked(model) == []
+    model.jit_compile = True  # Keras' setter, without compile
+    assert _marked(model) == expected
+
+
+def test_mark_reaches_nested_encoders():
+    model = kd.build_unet("mobilenetv2", classes=1, input_shape=(64, 64, 3))
+    depthwise = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, no_copy.NoCopyDepthwiseConv2D)
+    ]
+    assert depthwise and mark_xla_compiled(model, True) >= len(depthwise)
+    assert all(layer.xla_compiled for layer in depthwise)
+
+
+@on_tensorflow
+def test_xla_compiled_model_takes_the_xla_forms_and_computes_the_same(monkeypatch):
+    forms = []
+    for name in ("depthwise_conv_by_shifts", "max_pool_by_shifts", "conv_transpose_by_phases"):
+        original = getattr(no_copy, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            forms.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(no_copy, name, spy)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16, 16, 3)).astype("float32")
+    y = rng.normal(size=(4, 8, 8, 1)).astype("float32")
+    results = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(1)
+        model = _small_net()
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=jit)
+        forms.clear()
+        before = model.predict_on_batch(x)
+        model.train_on_batch(x, y)
+        results[jit] = (before, model.predict_on_batch(x), sorted(set(forms)))
+    assert results[False][2] == []
+    assert results[True][2] == [
+        "conv_transpose_by_phases",
+        "depthwise_conv_by_shifts",
+        "max_pool_by_shifts",
+    ]
+    for plain, xla in zip(results[False][:2], results[True][:2], strict=True):
+        np.testing.assert_allclose(xla, plain, rtol=1e-4, atol=1e-5)
