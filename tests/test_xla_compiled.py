@@ -60,17 +60,23 @@ def test_mark_reaches_nested_encoders():
     assert all(layer.xla_compiled for layer in depthwise)
 
 
-@on_tensorflow
-def test_xla_compiled_model_takes_the_xla_forms_and_computes_the_same(monkeypatch):
-    forms = []
+@pytest.fixture
+def forms(monkeypatch):
+    """Names of the XLA forms the no-copy layers call (at trace time)."""
+    calls = []
     for name in ("depthwise_conv_by_shifts", "max_pool_by_shifts", "conv_transpose_by_phases"):
         original = getattr(no_copy, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
-            forms.append(_name)
+            calls.append(_name)
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(no_copy, name, spy)
+    return calls
+
+
+@on_tensorflow
+def test_xla_compiled_model_takes_the_xla_forms_and_computes_the_same(forms):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 16, 16, 3)).astype("float32")
     y = rng.normal(size=(4, 8, 8, 1)).astype("float32")
@@ -91,3 +97,18 @@ def test_xla_compiled_model_takes_the_xla_forms_and_computes_the_same(monkeypatc
     ]
     for plain, xla in zip(results[False][:2], results[True][:2], strict=True):
         np.testing.assert_allclose(xla, plain, rtol=1e-4, atol=1e-5)
+
+
+@on_tensorflow
+def test_every_input_size_gets_the_xla_forms(forms):
+    """Keras traces a second input size with unknown height and width
+    (``reduce_retracing``); with XLA on, the models trace each shape on its own."""
+    model = kd.build_unet("mobilenetv2", classes=1, input_shape=(None, None, 3))
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    rng = np.random.default_rng(0)
+    for size in (64, 96):
+        forms.clear()
+        x = rng.random((2, size, size, 3)).astype("float32")
+        assert model.predict_on_batch(x).shape == (2, size, size, 1)
+        model.train_on_batch(x, np.zeros((2, size, size, 1), "float32"))
+        assert "depthwise_conv_by_shifts" in forms, size
