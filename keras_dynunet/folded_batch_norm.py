@@ -224,7 +224,7 @@ def call_folded(model: keras.Model, inputs: Any) -> Any:
     if _keras_operation_fn is None:  # pragma: no cover - see the import above
         return model(inputs, training=False)
     pairs = foldable_pairs(model)
-    norms = {norm: convolution for convolution, norm in pairs.items()}
+    norms = set(pairs.values())
     folded: set[int] = set()
 
     def operation_fn(operation: Any) -> Any:

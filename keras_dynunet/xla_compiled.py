@@ -6,7 +6,7 @@ the max-pool gradient through slow generic code, on JAX and on TensorFlow with
 them (:mod:`keras_dynunet.layers.no_copy`), always used on JAX. On TensorFlow a layer
 cannot see whether the function it is traced into will be XLA-compiled, but the model
 knows: Keras reads ``model.jit_compile`` when it builds its train / test / predict
-functions, and :class:`XLACompiledLayersMixin` marks the layers from that value (only when
+functions, and :class:`XLACompiledLayersMixin` marks the layers from that value there (only when
 every device is a CPU; GPUs have their own kernels for these ops). The XLA forms need
 the input's height and width at trace time. Keras' TensorFlow trainer traces its
 functions with ``reduce_retracing=True``, which traces a second input size with unknown
@@ -90,9 +90,9 @@ def traced_per_shape(enabled: bool) -> Iterator[None]:
 class XLACompiledLayersMixin:
     """Keeps the layers' ``xla_compiled`` equal to ``jit_compile`` on TensorFlow CPU.
 
-    ``jit_compile`` is Keras' own property; reading or setting it (``compile`` sets it,
-    ``fit`` / ``predict`` read it before tracing) marks the layers, and with the XLA forms
-    on, Keras' train / test / predict functions are traced per input shape.
+    Setting Keras' ``jit_compile`` property (``compile`` does) and building Keras' train /
+    test / predict functions (before they trace) mark the layers; with the XLA forms on,
+    those functions are traced per input shape.
 
     >>> class Net(XLACompiledLayersMixin, keras.Model):
     ...     pass
@@ -106,9 +106,7 @@ class XLACompiledLayersMixin:
 
     @property
     def jit_compile(self) -> Any:
-        value = keras.Model.jit_compile.fget(self)
-        self._mark_xla_layers(value)
-        return value
+        return keras.Model.jit_compile.fget(self)
 
     @jit_compile.setter
     def jit_compile(self, value: Any) -> None:
@@ -121,9 +119,7 @@ class XLACompiledLayersMixin:
         return compiled
 
     def _xla_layers_marked(self) -> bool:
-        if keras.backend.backend() != "tensorflow":
-            return False
-        return self._mark_xla_layers(keras.Model.jit_compile.fget(self))
+        return self._mark_xla_layers(self.jit_compile)
 
     def make_train_function(self, force: bool = False) -> Any:
         """Keras' train function, traced per input shape when the XLA forms are on."""

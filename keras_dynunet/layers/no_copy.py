@@ -123,8 +123,11 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
             return depthwise_conv_by_shifts(
                 inputs, kernel, self.strides, self.padding, self.dilation_rate
             )
-        options = {"strides": self.strides, "padding": self.padding}
-        options["dilation_rate"] = self.dilation_rate
+        options = {
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+        }
         if _torch_channels_last(self.data_format):
             return _on_channels_first_view(ops.depthwise_conv, inputs, kernel, **options)
         return ops.depthwise_conv(inputs, kernel, data_format=self.data_format, **options)
