@@ -41,7 +41,8 @@ def training_throughput(path: Path, batch: int) -> tuple[float, str]:
         data = json.loads(path.read_text())
         best = None
         for res in data.get("results", []):
-            if res.get("model") != "resnet34" or res.get("runner") in ("smp", "sm-keras"):
+            references = ("smp", "smp-malloc", "sm-keras")
+            if res.get("model") != "resnet34" or res.get("runner") in references:
                 continue
             for row in res.get("rows", []):
                 matches = row["size"] == 256 and row["batch"] == batch

@@ -14,7 +14,10 @@ For every (runner, model, shape) this measures, in a fresh subprocess per (runne
 
 Runners: ``tensorflow-xla`` / ``tensorflow`` (Keras ``compile(jit_compile=True/False)``),
 ``jax``, ``torch`` (Keras backends), ``smp`` (PyTorch: SMP's ``Unet``, and for ``ternaus-vgg11``
-the ``ternausnet`` package's ``UNet11``) and ``sm-keras`` (qubvel's Keras
+the ``ternausnet`` package's ``UNet11``), ``smp-malloc`` (the same, with the glibc malloc
+settings that ``import keras_dynunet`` applies on the PyTorch backend,
+:mod:`keras_dynunet.cpu_allocator`: the like-for-like reference for the ``torch`` runner)
+and ``sm-keras`` (qubvel's Keras
 ``segmentation-models``, needs ``pip install segmentation-models==1.0.1``). A float32 matmul
 peak (numpy and torch, 2048x2048) and the ``import keras_dynunet`` time are measured in the
 same run.
@@ -48,7 +51,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 MODELS = ("resnet34", "efficientnet-b0", "ternaus-vgg11")
 SHAPES = ((256, 8), (512, 2))  # (image size, batch)
 KERAS_RUNNERS = ("tensorflow-xla", "tensorflow", "jax", "torch")
-ALL_RUNNERS = (*KERAS_RUNNERS, "smp", "sm-keras")
+SMP_RUNNERS = ("smp", "smp-malloc")
+ALL_RUNNERS = (*KERAS_RUNNERS, *SMP_RUNNERS, "sm-keras")
 SMP_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnet-b0", "ternaus-vgg11": None}
 SM_KERAS_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnetb0"}
 
@@ -159,6 +163,18 @@ def timed(fn, warmup: int, repeat: int, budget: float) -> dict:
     return {"median_s": times[len(times) // 2], "best_s": times[0], "repeat": repeat}
 
 
+def _cpu_allocator():
+    """``keras_dynunet.cpu_allocator`` loaded from its file, without importing keras_dynunet
+    (which would import Keras and a backend into the SMP process)."""
+    import importlib.util
+
+    path = ROOT / "keras_dynunet" / "cpu_allocator.py"
+    spec = importlib.util.spec_from_file_location("_bench_cpu_allocator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def worker(spec: dict) -> dict:
     """Measure one (runner, model) in this process; returns a result dict."""
     runner, name, threads = spec["runner"], spec["model"], spec["threads"]
@@ -167,7 +183,9 @@ def worker(spec: dict) -> dict:
 
     rows = []
     out: dict = {"runner": runner, "model": name, "rows": rows}
-    if runner == "smp":
+    if runner in SMP_RUNNERS:
+        if runner == "smp-malloc":
+            out["malloc"] = _cpu_allocator().tune_cpu_allocator()
         import torch
 
         torch.set_num_threads(threads)
@@ -248,6 +266,10 @@ def worker(spec: dict) -> dict:
         out["build_s"] = time.perf_counter() - start
         out["params"] = model.count_params()
         out["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # incl. keras_dynunet's JAX tuning
+        if runner != "sm-keras":  # what import keras_dynunet set (PyTorch backend only)
+            from keras_dynunet.cpu_allocator import apply_cpu_allocator_tuning
+
+            out["malloc"] = apply_cpu_allocator_tuning(keras.backend.backend())
         jit = {"tensorflow-xla": True, "tensorflow": False, "torch": False}.get(runner, "auto")
         model.compile(
             optimizer=keras.optimizers.Adam(1e-4),
@@ -471,7 +493,7 @@ def ratios(results: list[dict]) -> list[dict]:
     for (runner, model, size), row in sorted(index.items()):
         if runner not in KERAS_RUNNERS:
             continue
-        for ref in ("smp", "sm-keras"):
+        for ref in (*SMP_RUNNERS, "sm-keras"):
             other = index.get((ref, model, size))
             if other:
                 out.append(
@@ -567,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for runner in runners:
         for model in models:
-            if runner == "smp" and model not in SMP_NAMES:
+            if runner in SMP_RUNNERS and model not in SMP_NAMES:
                 continue
             if runner == "sm-keras" and model not in SM_KERAS_NAMES:
                 continue

@@ -10,6 +10,7 @@ import keras as _keras
 from keras_dynunet import instances, losses, metrics
 from keras_dynunet.augment import Augmentation
 from keras_dynunet.checkpoint import load_pretrained, save_pretrained
+from keras_dynunet.cpu_allocator import apply_cpu_allocator_tuning as _apply_cpu_allocator_tuning
 from keras_dynunet.dataset import SegmentationDataset
 from keras_dynunet.discover import discover_taps, taps_from_layers
 from keras_dynunet.hub import from_pretrained, push_to_hub
@@ -31,6 +32,8 @@ from keras_dynunet.xla_cpu_flags import apply_xla_cpu_flags as _apply_xla_cpu_fl
 
 # Importing the modules above runs no JAX computation, so XLA has not read XLA_FLAGS yet.
 _apply_xla_cpu_flags(_keras.backend.backend())
+# Eager PyTorch allocates every output: keep freed pages mapped (keras_dynunet.cpu_allocator).
+_apply_cpu_allocator_tuning(_keras.backend.backend())
 
 __all__ = [
     "Augmentation",
