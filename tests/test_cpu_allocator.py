@@ -1,6 +1,5 @@
 """The glibc malloc tuning applied at ``import keras_dynunet`` on the PyTorch backend."""
 
-import ctypes
 import json
 import os
 import subprocess
@@ -71,14 +70,6 @@ def test_not_glibc_changes_nothing(monkeypatch):
     assert apply_cpu_allocator_tuning("torch", {}) == []
 
 
-def _glibc_present() -> bool:
-    try:
-        ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 # Allocate and touch a 64 MB tensor, free it, ten times; count the page faults of the last nine.
 _PROBE = """
 import json, resource, keras_dynunet, torch
@@ -94,7 +85,7 @@ print(json.dumps({"applied": cpu_allocator.apply_cpu_allocator_tuning("torch"), 
 """
 
 
-@pytest.mark.skipif(not _glibc_present(), reason="the malloc settings are glibc's")
+@pytest.mark.skipif(cpu_allocator._glibc() is None, reason="the malloc settings are glibc's")
 @pytest.mark.parametrize("opt_out", [False, True])
 def test_import_on_torch_keeps_freed_tensor_pages_mapped(opt_out):
     """Without the tuning each 64 MB tensor is a fresh mmap: 16384 page faults to touch it;
