@@ -24,24 +24,26 @@ def _marked(model):
 
 
 def _small_net():
-    """Depthwise conv, max pool and transposed conv: the three layers with XLA forms."""
+    """A 3x3 conv, depthwise conv, max pool and transposed conv: the four layers with XLA
+    forms (the closing 1x1 conv has none, but is marked all the same)."""
 
     class Net(XLACompiledLayersMixin, keras.Model):
         pass
 
     inputs = keras.Input((16, 16, 3))
-    x = no_copy.NoCopyConv2D(8, 3, padding="same")(inputs)
+    x = no_copy.NoCopyConv2D(8, 3, padding="same", name="conv")(inputs)
     x = no_copy.NoCopyDepthwiseConv2D(3, strides=2, padding="same", name="depthwise")(x)
     x = no_copy.NoCopyMaxPooling2D(3, strides=2, padding="same", name="pool")(x)
     x = no_copy.NoCopyConv2DTranspose(4, 3, strides=2, padding="same", name="transpose")(x)
-    return Net(inputs, no_copy.NoCopyConv2D(1, 1)(x))
+    return Net(inputs, no_copy.NoCopyConv2D(1, 1, name="head")(x))
 
 
 def test_compile_marks_exactly_on_tensorflow_cpu():
     model = _small_net()
     assert _marked(model) == []
     model.compile(loss="mse", jit_compile=True)
-    expected = ["depthwise", "pool", "transpose"] if keras.backend.backend() == "tensorflow" else []
+    marked = ["conv", "depthwise", "pool", "transpose", "head"]
+    expected = marked if keras.backend.backend() == "tensorflow" else []
     assert _marked(model) == expected
     model.compile(loss="mse", jit_compile=False)
     assert _marked(model) == []
@@ -64,7 +66,12 @@ def test_mark_reaches_nested_encoders():
 def forms(monkeypatch):
     """Names of the XLA forms the no-copy layers call (at trace time)."""
     calls = []
-    for name in ("depthwise_conv_by_shifts", "max_pool_by_shifts", "conv_transpose_by_phases"):
+    for name in (
+        "conv_with_upstream_filter_gradient",
+        "depthwise_conv_by_shifts",
+        "max_pool_by_shifts",
+        "conv_transpose_by_phases",
+    ):
         original = getattr(no_copy, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
@@ -92,6 +99,7 @@ def test_xla_compiled_model_takes_the_xla_forms_and_computes_the_same(forms):
     assert results[False][2] == []
     assert results[True][2] == [
         "conv_transpose_by_phases",
+        "conv_with_upstream_filter_gradient",
         "depthwise_conv_by_shifts",
         "max_pool_by_shifts",
     ]

@@ -16,22 +16,26 @@ permuted back, is an ordinary contiguous NHWC tensor. Weights, configs and resul
 are those of the Keras layer (tested to float32 rounding), so checkpoints are
 interchangeable.
 
-The depthwise and transposed convolutions and max pooling have a second fast path, on
-JAX: XLA:CPU runs depthwise convolutions (and their gradients), the filter gradient of
-input-dilated convolutions and the max-pool gradient (``select_and_scatter``) through
-slow generic code, so there they compute
+The convolutions and max pooling have a second fast path, on JAX: XLA:CPU runs
+depthwise convolutions (and their gradients), the filter gradient of input-dilated
+convolutions and the max-pool gradient (``select_and_scatter``) through slow generic
+code, and its own filter gradient of stride-1 convolutions is slow at small batches, so
+there they compute
+:func:`keras_dynunet.layers.upstream_filter_gradient.conv_with_upstream_filter_gradient`
+(stride-1 "same" convolutions with odd kernels, see
+:func:`~keras_dynunet.layers.upstream_filter_gradient.prefers_upstream_filter_gradient`),
 :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts`,
 :func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (dilation 1) and
 :func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`. TensorFlow with XLA
-(``compile(jit_compile=True)``) runs the same XLA:CPU code, so there the three layers take
+(``compile(jit_compile=True)``) runs the same XLA:CPU code, so there the four layers take
 the same forms when the model marks them ``xla_compiled`` (the models of this library do,
 see :mod:`keras_dynunet.xla_compiled`). Otherwise, on TensorFlow and JAX, the layers are
 exactly the Keras layers.
 
 :func:`use_no_copy_layers` converts a functional model built from plain Keras layers
 (such as a ``keras.applications`` encoder); the registry does that for its encoders
-on the torch backend, and on JAX and TensorFlow for models with depthwise or transposed
-convolutions or max pooling.
+on the torch backend, and on JAX and TensorFlow for models with convolutions or max
+pooling.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ from keras_dynunet.layers.batch_norm import FastBatchNormalization
 from keras_dynunet.layers.phase_transpose import conv_transpose_by_phases
 from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
 from keras_dynunet.layers.shifted_max_pool import max_pool_by_shifts
+from keras_dynunet.layers.upstream_filter_gradient import (
+    conv_with_upstream_filter_gradient,
+    prefers_upstream_filter_gradient,
+)
 
 _TO_FIRST = (0, 3, 1, 2)
 _TO_LAST = (0, 2, 3, 1)
@@ -82,7 +90,9 @@ def _add_bias(layer: keras.layers.Layer, outputs: Any, channels: int) -> Any:
 
 @keras.saving.register_keras_serializable(package="keras_dynunet")
 class Conv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` without the torch backend's two layout copies.
+    """``keras.layers.Conv2D`` without the torch backend's two layout copies; where XLA
+    compiles it, with :mod:`~keras_dynunet.layers.upstream_filter_gradient`'s filter
+    gradient (stride-1 "same" convolutions with odd kernels, small batches).
 
     >>> import numpy as np
     >>> layer = NoCopyConv2D(4, 3, padding="same")
@@ -90,8 +100,30 @@ class Conv2D(keras.layers.Conv2D):
     (1, 8, 8, 4)
     """
 
+    #: Set when the layer runs XLA-compiled on TensorFlow (then it takes the JAX forms).
+    xla_compiled: bool = False
+
+    def _upstream_filter_gradient(self, inputs: Any) -> bool:
+        """Whether the kernel gradient is
+        :func:`~keras_dynunet.layers.upstream_filter_gradient.upstream_filter_gradient`: where
+        XLA compiles a stride-1 undilated ungrouped "same" conv with an odd kernel over 1x1."""
+        kernel_height, kernel_width = self.kernel_size
+        return (
+            _xla_forms(self, inputs)
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and self.padding == "same"
+            and kernel_height % 2 == 1
+            and kernel_width % 2 == 1
+            and kernel_height * kernel_width > 1
+            and prefers_upstream_filter_gradient(inputs.shape[0], inputs.shape[-1], self.filters)
+        )
+
     def convolution_op(self, inputs: Any, kernel: Any) -> Any:
         """The convolution (bias and activation are added by ``call``)."""
+        if self._upstream_filter_gradient(inputs):
+            return conv_with_upstream_filter_gradient(inputs, kernel)
         if not _torch_channels_last(self.data_format):
             return super().convolution_op(inputs, kernel)
         return _on_channels_first_view(
@@ -225,10 +257,15 @@ NO_COPY_LAYERS: dict[type, type] = {
 _DIFFERENT_ON: dict[str, frozenset[type]] = {
     "torch": frozenset(NO_COPY_LAYERS),
     "jax": frozenset(
-        {keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose, keras.layers.MaxPooling2D}
+        {
+            keras.layers.Conv2D,
+            keras.layers.DepthwiseConv2D,
+            keras.layers.Conv2DTranspose,
+            keras.layers.MaxPooling2D,
+        }
     ),
 }
-# on TensorFlow the same three switch to the JAX forms when XLA-compiled
+# on TensorFlow the same four switch to the JAX forms when XLA-compiled
 _DIFFERENT_ON["tensorflow"] = _DIFFERENT_ON["jax"]
 
 
@@ -240,9 +277,8 @@ def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     :class:`~keras_dynunet.layers.batch_norm.FastBatchNormalization` (subclasses keep their
     own ``call``);
     weights are copied. The result computes the same function. The layers differ
-    from Keras' on the torch backend, and on JAX for depthwise and transposed
-    convolutions and max pooling; when ``model`` has none of those, it is returned itself unless
-    ``force`` is set.
+    from Keras' on the torch backend, and on JAX for convolutions (not batch norm) and max
+    pooling; when ``model`` has none of those, it is returned itself unless ``force`` is set.
 
     Args:
         model: A functional Keras model.
