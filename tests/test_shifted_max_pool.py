@@ -77,6 +77,27 @@ def test_scatter_windows_is_the_transpose_of_reading_windows():
     )
 
 
+@pytest.mark.parametrize(
+    ("size", "kernel", "strides", "dilation"),
+    [
+        ((11, 9), (3, 2), (2, 3), (1, 2)),
+        ((8, 8), (3, 3), (1, 1), (1, 1)),
+        ((9, 7), (5, 3), (2, 2), (1, 1)),
+    ],
+)
+def test_window_dot_equals_reading_the_windows(size, kernel, strides, dilation):
+    from keras_dynunet.layers.strided_windows import phased, window, window_dot
+
+    rng = np.random.default_rng(4)
+    geometry = WindowGeometry.of(size, kernel, strides, dilation)
+    view = phased(rng.normal(size=(2, *size, 3)).astype("float32"), geometry)
+    other = rng.normal(size=(2, *geometry.out, 3)).astype("float32")
+    for _, _, top, left in geometry.taps():
+        want = (ops.convert_to_numpy(window(view, top, left, geometry)) * other).sum((0, 1, 2))
+        got = ops.convert_to_numpy(window_dot(view, other, top, left, geometry))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_refuses_unknown_padding_and_unknown_sizes():
     x = np.zeros((1, 8, 8, 2), "float32")
     with pytest.raises(ValueError, match="padding must be 'valid' or 'same'"):

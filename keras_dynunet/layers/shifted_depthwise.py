@@ -27,6 +27,7 @@ from keras_dynunet.layers.strided_windows import (
     same_padding,
     scatter_windows,
     window,
+    window_dot,
 )
 
 
@@ -107,9 +108,7 @@ def _depthwise_with_gradients(geometry: WindowGeometry) -> Any:
             upstream = args[0] if upstream is None else upstream
             kernel_grad = ops.stack(
                 [
-                    ops.sum(
-                        ops.multiply(window(phased_input, top, left, geometry), upstream), (0, 1, 2)
-                    )
+                    window_dot(phased_input, upstream, top, left, geometry)
                     for _, _, top, left in geometry.taps()
                 ]
             )

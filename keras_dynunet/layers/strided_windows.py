@@ -130,6 +130,32 @@ def window(phased_input: Any, top: int, left: int, geometry: WindowGeometry) -> 
     ]
 
 
+def window_dot(phased_input: Any, other: Any, top: int, left: int, geometry: WindowGeometry) -> Any:
+    """Per channel, ``sum(window(phased_input, top, left, geometry) * other)`` over the batch
+    and every output position (a depthwise kernel gradient's tap).
+
+    Computed by zero-padding ``other`` onto the phase grid rather than slicing the window:
+    XLA:CPU (jaxlib 0.10.2) materialises each sliced window before the reduction and runs
+    nine of these for a 3x3 kernel at ``(2, 256, 256, 32)`` in 70-90 ms, against 12 ms
+    with the padded form (one-off probe, 2 cores).
+
+    >>> import numpy as np
+    >>> x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
+    >>> geometry = WindowGeometry.of((5, 5), (3, 3), (2, 2))
+    >>> other = np.ones((1, 2, 2, 1), "float32")
+    >>> ops.convert_to_numpy(window_dot(phased(x, geometry), other, 1, 2, geometry)).tolist()
+    [52.0]
+    """
+    (sh, sw), (out_h, out_w) = geometry.strides, geometry.out
+    hc, wc = geometry.phase_grid()
+    row, col = top // sh, left // sw
+    padded = ops.pad(
+        other,
+        ((0, 0), (row, hc - out_h - row), (col, wc - out_w - col), (0, 0)),
+    )
+    return ops.sum(ops.multiply(phased_input[:, :, top % sh, :, left % sw, :], padded), (0, 1, 2))
+
+
 def scatter_windows(
     sources: Sequence[Any],
     tap_term: Callable[[int, Callable[[int], Any]], Any],
