@@ -26,8 +26,10 @@ there they compute
 :func:`~keras_dynunet.layers.upstream_filter_gradient.prefers_upstream_filter_gradient`),
 :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts`,
 :func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (dilation 1) and
-:func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`. TensorFlow with XLA
-(``compile(jit_compile=True)``) runs the same XLA:CPU code, so there the four layers take
+:func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`; nearest upsampling
+takes :func:`keras_dynunet.layers.nearest_upsampling.upsample_nearest`, whose gradient
+YNNPACK does not fuse into a slow convolution. TensorFlow with XLA
+(``compile(jit_compile=True)``) runs the same XLA:CPU code, so there the five layers take
 the same forms when the model marks them ``xla_compiled`` (the models of this library do,
 see :mod:`keras_dynunet.xla_compiled`). Otherwise, on TensorFlow and JAX, the layers are
 exactly the Keras layers.
@@ -46,6 +48,7 @@ import keras
 from keras import ops
 
 from keras_dynunet.layers.batch_norm import FastBatchNormalization
+from keras_dynunet.layers.nearest_upsampling import upsample_nearest
 from keras_dynunet.layers.phase_transpose import conv_transpose_by_phases
 from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
 from keras_dynunet.layers.shifted_max_pool import max_pool_by_shifts
@@ -235,6 +238,26 @@ class MaxPooling2D(keras.layers.MaxPooling2D):
         )
 
 
+@keras.saving.register_keras_serializable(package="keras_dynunet")
+class UpSampling2D(keras.layers.UpSampling2D):
+    """``keras.layers.UpSampling2D``; where XLA compiles nearest upsampling, with
+    :func:`~keras_dynunet.layers.nearest_upsampling.upsample_nearest`'s gradient.
+
+    >>> import numpy as np
+    >>> tuple(NoCopyUpSampling2D(2)(np.zeros((1, 4, 4, 2), "float32")).shape)
+    (1, 8, 8, 2)
+    """
+
+    #: Set when the layer runs XLA-compiled on TensorFlow (then it takes the JAX forms).
+    xla_compiled: bool = False
+
+    def call(self, inputs: Any) -> Any:
+        """Upsampling."""
+        if self.interpolation == "nearest" and _xla_forms(self, inputs):
+            return upsample_nearest(inputs, self.size)
+        return super().call(inputs)
+
+
 # The classes carry the Keras class names on purpose: Keras weight files
 # (``.weights.h5``) key each layer by its snake-cased class name, so these names
 # keep weight files interchangeable with models built from the Keras layers.
@@ -242,6 +265,7 @@ NoCopyConv2D = Conv2D
 NoCopyDepthwiseConv2D = DepthwiseConv2D
 NoCopyConv2DTranspose = Conv2DTranspose
 NoCopyMaxPooling2D = MaxPooling2D
+NoCopyUpSampling2D = UpSampling2D
 
 #: Keras layer class -> its no-copy replacement (exact classes only, not subclasses);
 #: BatchNormalization -> the fused-gradient batch norm of ``layers.batch_norm``.
@@ -250,6 +274,7 @@ NO_COPY_LAYERS: dict[type, type] = {
     keras.layers.DepthwiseConv2D: NoCopyDepthwiseConv2D,
     keras.layers.Conv2DTranspose: NoCopyConv2DTranspose,
     keras.layers.MaxPooling2D: NoCopyMaxPooling2D,
+    keras.layers.UpSampling2D: NoCopyUpSampling2D,
     keras.layers.BatchNormalization: FastBatchNormalization,
 }
 
@@ -262,23 +287,25 @@ _DIFFERENT_ON: dict[str, frozenset[type]] = {
             keras.layers.DepthwiseConv2D,
             keras.layers.Conv2DTranspose,
             keras.layers.MaxPooling2D,
+            keras.layers.UpSampling2D,
         }
     ),
 }
-# on TensorFlow the same four switch to the JAX forms when XLA-compiled
+# on TensorFlow the same five switch to the JAX forms when XLA-compiled
 _DIFFERENT_ON["tensorflow"] = _DIFFERENT_ON["jax"]
 
 
 def use_no_copy_layers(model: keras.Model, force: bool = False) -> keras.Model:
     """A copy of a functional ``model`` with its 2D conv/pool and batch-norm layers replaced.
 
-    Only exact ``Conv2D``, ``DepthwiseConv2D``, ``Conv2DTranspose`` and
-    ``MaxPooling2D`` layers are replaced, and ``BatchNormalization`` by
+    Only exact ``Conv2D``, ``DepthwiseConv2D``, ``Conv2DTranspose``, ``MaxPooling2D`` and
+    ``UpSampling2D`` layers are replaced, and ``BatchNormalization`` by
     :class:`~keras_dynunet.layers.batch_norm.FastBatchNormalization` (subclasses keep their
     own ``call``);
     weights are copied. The result computes the same function. The layers differ
-    from Keras' on the torch backend, and on JAX for convolutions (not batch norm) and max
-    pooling; when ``model`` has none of those, it is returned itself unless ``force`` is set.
+    from Keras' on the torch backend, and on JAX for convolutions, max pooling and nearest
+    upsampling (not batch norm); when ``model`` has none of those, it is returned itself
+    unless ``force`` is set.
 
     Args:
         model: A functional Keras model.
