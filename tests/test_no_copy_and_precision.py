@@ -89,6 +89,7 @@ def test_use_no_copy_layers_keeps_names_weights_and_function():
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Conv2DTranspose(4, 2, strides=2)(x)
+    x = keras.layers.UpSampling2D(2)(x)
     model = keras.Model(inputs, keras.layers.ReLU()(x))
     converted = use_no_copy_layers(model, force=True)
     assert converted is not model
