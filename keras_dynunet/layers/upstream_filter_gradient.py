@@ -7,13 +7,13 @@ every position ``p``. XLA's autodiff (the JAX backend; TensorFlow with
 channel an image with the batch entries as its features, zero-padded inside the
 convolution, and the upstream gradient ``dy`` the (huge) kernel. On XLA:CPU (jaxlib
 0.10.2, 2 cores) that form is slow at small batches and whenever the input has more
-channels than the output: for the resnet34 U-Net at 512x512, batch 2 its filter
-gradients took 1.40 s per step.
+channels than the output: for the resnet34 U-Net at 512x512, batch 2 the filter
+gradients of its stride-1 3x3 convolutions took 1.59 s per step.
 
 Here the roles are swapped: the upstream gradient, explicitly zero-padded by the
 kernel's half size, is the image (one per output channel, batch entries as features) and
 the input is the kernel; the ``kh x kw`` valid output, flipped, is ``dW``. The same sum,
-0.86 s for those shapes (``benchmarks/bench_jax_conv_grads.py``). Forward pass and input
+1.01 s for those shapes (``benchmarks/bench_jax_conv_grads.py``). Forward pass and input
 gradient are the ordinary convolutions (the input gradient, as in XLA's own, is the
 convolution of ``dy`` with the flipped, in/out-swapped kernel). Values equal autodiff's to
 float32 rounding (tested).
