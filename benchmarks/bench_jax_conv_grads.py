@@ -12,7 +12,11 @@ With ``jax.jit`` and the XLA:CPU flags ``import keras_dynunet`` sets (recorded),
 * the depthwise convolutions of EfficientNet-B0 at 512x512 batch 2: the kernel gradient of
   the shifted-window depthwise form as one reduction per tap of the *sliced* window times
   the upstream gradient (``sliced``, the form keras-dynunet used before
-  :func:`~keras_dynunet.layers.strided_windows.window_dot`) against ``window_dot``.
+  :func:`~keras_dynunet.layers.strided_windows.window_dot`) against ``window_dot``;
+* TernausNet at 512x512 batch 2: XLA's filter gradient against ``upstream_filter_gradient``
+  for its stride-1 3x3 convolutions (including the channel-widening encoder ones, where
+  XLA's wins), and its 3x3 stride-2 transposed convolutions (forward + gradients) with
+  the per-phase convolutions' filter gradients by XLA or by the upstream-image form.
 
 Each ``ours`` result is checked against XLA's (largest difference relative to the largest
 value). Run from the repository root: ``python benchmarks/bench_jax_conv_grads.py
@@ -227,6 +231,135 @@ def depthwise_rows(repeat: int) -> list[dict]:
     return rows
 
 
+#: TernausNet (VGG11) at 512x512, batch 2: stride-1 3x3 convolutions (map size, in, out)
+#: and 3x3 stride-2 transposed convolutions (input map size, in, out).
+TERNAUS_CONVS = (
+    (512, 3, 64),
+    (256, 64, 128),
+    (128, 128, 256),
+    (128, 256, 256),
+    (64, 256, 512),
+    (64, 512, 512),
+    (32, 512, 512),
+    (16, 512, 512),
+    (32, 768, 512),
+    (64, 768, 512),
+    (128, 384, 256),
+    (256, 192, 128),
+    (512, 96, 32),
+)
+TERNAUS_TRANSPOSED = (
+    (16, 512, 256),
+    (32, 512, 256),
+    (64, 512, 128),
+    (128, 256, 64),
+    (256, 128, 32),
+)
+
+
+def ternaus_rows(repeat: int) -> list[dict]:
+    """TernausNet's filter gradients at 512x2: XLA's against the upstream-image form for its
+    stride-1 convolutions (the upstream gradient behind a ReLU mask, as in training, so the
+    layout transpose fuses that work too), and its transposed convolutions (forward and
+    both gradients) with per-phase XLA filter gradients against the upstream-image form."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    from keras_dynunet.layers.phase_transpose import conv_transpose_by_phases
+    from keras_dynunet.layers.upstream_filter_gradient import (
+        prefers_upstream_filter_gradient,
+        upstream_filter_gradient,
+    )
+
+    def conv(x, w):
+        return lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def xla_dw(x, w, dy, mask):
+        return jax.vjp(lambda w: conv(x, w), w)[1](jnp.where(mask > 0, dy, 0.0))[0]
+
+    def ours_dw(x, w, dy, mask):
+        return upstream_filter_gradient(x, jnp.where(mask > 0, dy, 0.0), (3, 3))
+
+    rng = np.random.default_rng(2)
+    rows, totals = [], {"xla": 0.0, "ours": 0.0, "as_picked": 0.0}
+    print("\nTernausNet stride-1 3x3 filter gradients at 512x512, batch 2 (dy behind a ReLU mask)")
+    print(f"{'H,Cin,Cout':<22}{'xla':>14}{'ours':>14}  picked  (ms, cores)")
+    for height, cin, cout in TERNAUS_CONVS:
+        x = jnp.asarray(rng.random((2, height, height, cin), dtype="float32"))
+        w = jnp.asarray(rng.random((3, 3, cin, cout), dtype="float32"))
+        dy, mask = (
+            jnp.asarray(rng.normal(size=(2, height, height, cout)).astype("float32"))
+            for _ in range(2)
+        )
+        cells, outs = {}, {}
+        for name, fn in (("xla", xla_dw), ("ours", ours_dw)):
+            wall, cores, outs[name] = _timed(jax.jit(fn), (x, w, dy, mask), repeat)
+            cells[name] = {"ms": wall * 1e3, "cores": cores}
+            totals[name] += wall * 1e3
+        picked = prefers_upstream_filter_gradient(2, cin, cout)
+        totals["as_picked"] += cells["ours" if picked else "xla"]["ms"]
+        rows.append(
+            {
+                "ternaus_conv": [2, height, cin, cout],
+                "picked": picked,
+                "rel_err": _rel_err(outs["ours"], outs["xla"]),
+                **cells,
+            }
+        )
+        print(
+            f"{f'{height},{cin},{cout}':<22}"
+            + "".join(f"{c['ms']:>9.1f} {c['cores']:>4.2f}" for c in cells.values())
+            + f"  {'yes' if picked else 'no'}",
+            flush=True,
+        )
+    print(
+        f"total, ms: xla {totals['xla']:.0f}, ours {totals['ours']:.0f}, "
+        f"as picked {totals['as_picked']:.0f}"
+    )
+    rows.append({"ternaus_conv_totals_ms": totals})
+
+    print("\nTernausNet 3x3 stride-2 transposed convolutions, forward + both gradients, 512x2")
+    print(f"{'H,Cin,Cout':<22}{'xla':>14}{'ours':>14}  (ms, cores)")
+    transposed_totals = {"xla": 0.0, "ours": 0.0}
+    for height, cin, cout in TERNAUS_TRANSPOSED:
+        x = jnp.asarray(rng.random((2, height, height, cin), dtype="float32"))
+        k = jnp.asarray(rng.random((3, 3, cout, cin), dtype="float32"))
+        dy = jnp.asarray(rng.random((2, 2 * height + 1, 2 * height + 1, cout), dtype="float32"))
+        cells, outs = {}, {}
+        for name, swap in (("xla", False), ("ours", True)):
+
+            def step(x, k, dy, swap=swap):
+                def forward(x, k):
+                    return conv_transpose_by_phases(
+                        x, k, (2, 2), "valid", upstream_filter_gradient=swap
+                    )
+
+                return jax.vjp(forward, x, k)[1](dy)
+
+            wall, cores, outs[name] = _timed(jax.jit(step), (x, k, dy), repeat)
+            cells[name] = {"ms": wall * 1e3, "cores": cores}
+            transposed_totals[name] += wall * 1e3
+        rows.append(
+            {
+                "ternaus_transposed": [2, height, cin, cout],
+                "rel_err": _rel_err(outs["ours"][1], outs["xla"][1]),
+                **cells,
+            }
+        )
+        print(
+            f"{f'{height},{cin},{cout}':<22}"
+            + "".join(f"{c['ms']:>9.1f} {c['cores']:>4.2f}" for c in cells.values()),
+            flush=True,
+        )
+    print(f"total, ms: xla {transposed_totals['xla']:.0f}, ours {transposed_totals['ours']:.0f}")
+    rows.append({"ternaus_transposed_totals_ms": transposed_totals})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per cell")
@@ -239,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras_dynunet  # noqa: F401  (sets the XLA:CPU flags before JAX starts)
 
-    rows = conv_rows(args.repeat) + depthwise_rows(args.repeat)
+    rows = conv_rows(args.repeat) + depthwise_rows(args.repeat) + ternaus_rows(args.repeat)
     payload = {
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -31,7 +31,7 @@ def _small_net():
         pass
 
     inputs = keras.Input((16, 16, 3))
-    x = no_copy.NoCopyConv2D(8, 3, padding="same", name="conv")(inputs)
+    x = no_copy.NoCopyConv2D(3, 3, padding="same", name="conv")(inputs)  # keeps 3 channels
     x = no_copy.NoCopyDepthwiseConv2D(3, strides=2, padding="same", name="depthwise")(x)
     x = no_copy.NoCopyMaxPooling2D(3, strides=2, padding="same", name="pool")(x)
     x = no_copy.NoCopyConv2DTranspose(4, 3, strides=2, padding="same", name="transpose")(x)

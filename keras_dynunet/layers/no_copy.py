@@ -22,8 +22,9 @@ convolutions and the max-pool gradient (``select_and_scatter``) through slow gen
 code, and its own filter gradient of stride-1 convolutions is slow at small batches, so
 there they compute
 :func:`keras_dynunet.layers.upstream_filter_gradient.conv_with_upstream_filter_gradient`
-(stride-1 "same" convolutions with odd kernels, see
-:func:`~keras_dynunet.layers.upstream_filter_gradient.prefers_upstream_filter_gradient`),
+(stride-1 convolutions where
+:func:`~keras_dynunet.layers.upstream_filter_gradient.prefers_upstream_filter_gradient`
+says so; also the per-phase convolutions of transposed convolutions),
 :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts`,
 :func:`keras_dynunet.layers.phase_transpose.conv_transpose_by_phases` (dilation 1) and
 :func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts`; nearest upsampling
@@ -95,7 +96,7 @@ def _add_bias(layer: keras.layers.Layer, outputs: Any, channels: int) -> Any:
 class Conv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` without the torch backend's two layout copies; where XLA
     compiles it, with :mod:`~keras_dynunet.layers.upstream_filter_gradient`'s filter
-    gradient (stride-1 "same" convolutions with odd kernels, small batches).
+    gradient (stride-1 convolutions that keep or reduce the channels).
 
     >>> import numpy as np
     >>> layer = NoCopyConv2D(4, 3, padding="same")
@@ -109,16 +110,16 @@ class Conv2D(keras.layers.Conv2D):
     def _upstream_filter_gradient(self, inputs: Any) -> bool:
         """Whether the kernel gradient is
         :func:`~keras_dynunet.layers.upstream_filter_gradient.upstream_filter_gradient`: where
-        XLA compiles a stride-1 undilated ungrouped "same" conv with an odd kernel over 1x1."""
+        XLA compiles a stride-1 undilated ungrouped conv with a kernel over 1x1, and
+        :func:`~keras_dynunet.layers.upstream_filter_gradient.prefers_upstream_filter_gradient`
+        says so."""
         kernel_height, kernel_width = self.kernel_size
         return (
             _xla_forms(self, inputs)
             and tuple(self.strides) == (1, 1)
             and tuple(self.dilation_rate) == (1, 1)
             and self.groups == 1
-            and self.padding == "same"
-            and kernel_height % 2 == 1
-            and kernel_width % 2 == 1
+            and self.padding in ("same", "valid")
             and kernel_height * kernel_width > 1
             and prefers_upstream_filter_gradient(inputs.shape[0], inputs.shape[-1], self.filters)
         )
@@ -126,7 +127,7 @@ class Conv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs: Any, kernel: Any) -> Any:
         """The convolution (bias and activation are added by ``call``)."""
         if self._upstream_filter_gradient(inputs):
-            return conv_with_upstream_filter_gradient(inputs, kernel)
+            return conv_with_upstream_filter_gradient(inputs, kernel, self.padding)
         if not _torch_channels_last(self.data_format):
             return super().convolution_op(inputs, kernel)
         return _on_channels_first_view(
@@ -193,7 +194,12 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
         undilated = tuple(self.dilation_rate) == (1, 1)
         if undilated and _xla_forms(self, inputs):
             outputs = conv_transpose_by_phases(
-                inputs, self.kernel, self.strides, self.padding, self.output_padding
+                inputs,
+                self.kernel,
+                self.strides,
+                self.padding,
+                self.output_padding,
+                upstream_filter_gradient=True,
             )
             return _add_bias(self, outputs, self.filters)
         if not _torch_channels_last(self.data_format):

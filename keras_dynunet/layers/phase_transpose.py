@@ -25,6 +25,11 @@ from typing import Any
 
 from keras import ops
 
+from keras_dynunet.layers.upstream_filter_gradient import (
+    conv_with_upstream_filter_gradient,
+    prefers_upstream_filter_gradient,
+)
+
 
 def transpose_padding(
     kernel: int, stride: int, padding: str, output_padding: int | None
@@ -101,6 +106,8 @@ def conv_transpose_by_phases(
     strides: Sequence[int] = (1, 1),
     padding: str = "valid",
     output_padding: Sequence[int] | None = None,
+    *,
+    upstream_filter_gradient: bool = False,
 ) -> Any:
     """``keras.ops.conv_transpose`` on channels-last 2D inputs, with ordinary convolutions.
 
@@ -110,6 +117,11 @@ def conv_transpose_by_phases(
         strides: ``(sh, sw)``.
         padding: ``"valid"`` or ``"same"``.
         output_padding: ``(ph, pw)`` or ``None``, as in ``keras.ops.conv_transpose``.
+        upstream_filter_gradient: Give the per-phase convolutions
+            :func:`~keras_dynunet.layers.upstream_filter_gradient.upstream_filter_gradient`'s
+            kernel gradient where
+            :func:`~keras_dynunet.layers.upstream_filter_gradient.prefers_upstream_filter_gradient`
+            says so (faster on XLA:CPU, where the phases have fewer output than input channels).
 
     Returns:
         ``(batch, out_h, out_w, out_channels)``, the same as ``keras.ops.conv_transpose``
@@ -135,7 +147,10 @@ def conv_transpose_by_phases(
             f"got input shape {tuple(inputs.shape)}. Use keras.ops.conv_transpose instead."
         )
     inputs, kernel = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernel)
-    kh, kw, out_channels, _ = kernel.shape
+    kh, kw, out_channels, in_channels = kernel.shape
+    swap_filter_gradient = upstream_filter_gradient and prefers_upstream_filter_gradient(
+        inputs.shape[0], in_channels, out_channels
+    )
     sizes, kernels, steps = inputs.shape[1:3], (kh, kw), tuple(strides)
     paddings = (None, None) if output_padding is None else tuple(output_padding)
     plans, outs, counts = [], [], []
@@ -158,7 +173,10 @@ def conv_transpose_by_phases(
                 x = _window(inputs, 1, ch, counts[0] + taps_h - 1)
                 x = _window(x, 2, cw, counts[1] + taps_w - 1)
                 sub = flipped[t0h :: steps[0], t0w :: steps[1]]
-                phase = ops.conv(x, sub, strides=1, padding="valid")
+                if swap_filter_gradient:
+                    phase = conv_with_upstream_filter_gradient(x, sub, padding="valid")
+                else:
+                    phase = ops.conv(x, sub, strides=1, padding="valid")
             row.append(phase)
         rows.append(row)
     return interleave_phases(rows, outs[0], outs[1])
