@@ -12,7 +12,11 @@ Two layers of keras-dynunet replace autodiff with a written-out gradient
 * ``max-pool``, ``max-pool-256``, ``max-pool-vgg`` (JAX backend):
   :func:`keras_dynunet.layers.shifted_max_pool.max_pool_by_shifts` against
   ``keras.ops.max_pool`` (XLA's ``select_and_scatter`` gradient) on the resnet34 U-Net
-  (one 3x3 stride-2 pool) and TernausNet (five 2x2 pools).
+  (one 3x3 stride-2 pool) and TernausNet (five 2x2 pools);
+* ``filter-vgg``, ``filter-vgg-256`` (JAX backend): the upstream-image filter gradient
+  (:mod:`keras_dynunet.layers.upstream_filter_gradient`, where the no-copy ``Conv2D`` and the
+  per-phase convolutions of ``Conv2DTranspose`` take it) against XLA's own filter gradient
+  everywhere, on TernausNet.
 
 Each (case, variant) runs in a fresh process, the two variants alternating ``--rounds`` times
 (this machine drifts by ~10% over minutes, so alternation matters more than repeats); each
@@ -43,6 +47,8 @@ CASES = {
     "max-pool": ("jax", "resnet34", 512, 2),
     "max-pool-256": ("jax", "resnet34", 256, 8),
     "max-pool-vgg": ("jax", "ternaus-vgg11", 256, 8),
+    "filter-vgg": ("jax", "ternaus-vgg11", 512, 2),
+    "filter-vgg-256": ("jax", "ternaus-vgg11", 256, 8),
 }
 
 
@@ -64,6 +70,12 @@ def _worker(case: str, variant: str) -> None:
             sd._depthwise_with_gradients = lambda geometry: lambda x, k: sd._window_sum(
                 sd.phased(x, geometry), k, geometry
             )
+        elif case.startswith("filter"):
+            from keras_dynunet.layers import no_copy, phase_transpose
+
+            never = lambda *args: False  # noqa: E731
+            no_copy.prefers_upstream_filter_gradient = never
+            phase_transpose.prefers_upstream_filter_gradient = never
         else:
             from keras_dynunet.layers import no_copy
 

@@ -16,7 +16,8 @@ With ``jax.jit`` and the XLA:CPU flags ``import keras_dynunet`` sets (recorded),
 * TernausNet at 512x512 batch 2: XLA's filter gradient against ``upstream_filter_gradient``
   for its stride-1 3x3 convolutions (including the channel-widening encoder ones, where
   XLA's wins), and its 3x3 stride-2 transposed convolutions (forward + gradients) with
-  the per-phase convolutions' filter gradients by XLA or by the upstream-image form.
+  the per-phase convolutions' filter gradients by XLA or by the upstream-image form
+  (at 512x2 and 256x8).
 
 Each ``ours`` result is checked against XLA's (largest difference relative to the largest
 value). Run from the repository root: ``python benchmarks/bench_jax_conv_grads.py
@@ -248,7 +249,7 @@ TERNAUS_CONVS = (
     (256, 192, 128),
     (512, 96, 32),
 )
-TERNAUS_TRANSPOSED = (
+TERNAUS_TRANSPOSED = (  # input map size at 512x512, in, out
     (16, 512, 256),
     (32, 512, 256),
     (64, 512, 128),
@@ -322,41 +323,51 @@ def ternaus_rows(repeat: int) -> list[dict]:
     )
     rows.append({"ternaus_conv_totals_ms": totals})
 
-    print("\nTernausNet 3x3 stride-2 transposed convolutions, forward + both gradients, 512x2")
-    print(f"{'H,Cin,Cout':<22}{'xla':>14}{'ours':>14}  (ms, cores)")
-    transposed_totals = {"xla": 0.0, "ours": 0.0}
-    for height, cin, cout in TERNAUS_TRANSPOSED:
-        x = jnp.asarray(rng.random((2, height, height, cin), dtype="float32"))
-        k = jnp.asarray(rng.random((3, 3, cout, cin), dtype="float32"))
-        dy = jnp.asarray(rng.random((2, 2 * height + 1, 2 * height + 1, cout), dtype="float32"))
-        cells, outs = {}, {}
-        for name, swap in (("xla", False), ("ours", True)):
-
-            def step(x, k, dy, swap=swap):
-                def forward(x, k):
-                    return conv_transpose_by_phases(
-                        x, k, (2, 2), "valid", upstream_filter_gradient=swap
-                    )
-
-                return jax.vjp(forward, x, k)[1](dy)
-
-            wall, cores, outs[name] = _timed(jax.jit(step), (x, k, dy), repeat)
-            cells[name] = {"ms": wall * 1e3, "cores": cores}
-            transposed_totals[name] += wall * 1e3
-        rows.append(
-            {
-                "ternaus_transposed": [2, height, cin, cout],
-                "rel_err": _rel_err(outs["ours"][1], outs["xla"][1]),
-                **cells,
-            }
-        )
+    for batch, size in SETTINGS:
         print(
-            f"{f'{height},{cin},{cout}':<22}"
-            + "".join(f"{c['ms']:>9.1f} {c['cores']:>4.2f}" for c in cells.values()),
-            flush=True,
+            "\nTernausNet 3x3 stride-2 transposed convolutions, forward + both gradients, "
+            f"{size}x{size}, batch {batch}"
         )
-    print(f"total, ms: xla {transposed_totals['xla']:.0f}, ours {transposed_totals['ours']:.0f}")
-    rows.append({"ternaus_transposed_totals_ms": transposed_totals})
+        print(f"{'H,Cin,Cout':<22}{'xla':>14}{'ours':>14}  (ms, cores)")
+        transposed_totals = {"xla": 0.0, "ours": 0.0}
+        for height_at_512, cin, cout in TERNAUS_TRANSPOSED:
+            height = height_at_512 * size // 512
+            x = jnp.asarray(rng.random((batch, height, height, cin), dtype="float32"))
+            k = jnp.asarray(rng.random((3, 3, cout, cin), dtype="float32"))
+            out_size = 2 * height + 1
+            dy = jnp.asarray(rng.random((batch, out_size, out_size, cout), dtype="float32"))
+            cells, outs = {}, {}
+            for name, swap in (("xla", False), ("ours", True)):
+
+                def step(x, k, dy, swap=swap):
+                    def forward(x, k):
+                        return conv_transpose_by_phases(
+                            x, k, (2, 2), "valid", upstream_filter_gradient=swap
+                        )
+
+                    return jax.vjp(forward, x, k)[1](dy)
+
+                wall, cores, outs[name] = _timed(jax.jit(step), (x, k, dy), repeat)
+                cells[name] = {"ms": wall * 1e3, "cores": cores}
+                transposed_totals[name] += wall * 1e3
+            rows.append(
+                {
+                    "ternaus_transposed": [batch, height, cin, cout],
+                    "rel_err": _rel_err(outs["ours"][1], outs["xla"][1]),
+                    **cells,
+                }
+            )
+            print(
+                f"{f'{height},{cin},{cout}':<22}"
+                + "".join(f"{c['ms']:>9.1f} {c['cores']:>4.2f}" for c in cells.values()),
+                flush=True,
+            )
+        print(
+            f"total, ms: xla {transposed_totals['xla']:.0f}, ours {transposed_totals['ours']:.0f}"
+        )
+        rows.append(
+            {"batch": batch, "input_size": size, "ternaus_transposed_totals_ms": transposed_totals}
+        )
     return rows
 
 
