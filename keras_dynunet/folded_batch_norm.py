@@ -99,8 +99,8 @@ def foldable_pairs(model: keras.Model) -> dict[keras.layers.Layer, keras.layers.
     >>> features = keras.layers.Conv2D(4, 3, name="conv")(inputs)
     >>> outputs = keras.layers.BatchNormalization(name="norm")(features)
     >>> model = keras.Model(inputs, outputs)
-    >>> [(conv.name, norm.name) for conv, norm in foldable_pairs(model).items()]
-    [('conv', 'norm')]
+    >>> {conv.name: norm.name for conv, norm in foldable_pairs(model).items()}
+    {'conv': 'norm'}
     """
     if model in _PAIRS:
         return _PAIRS[model]

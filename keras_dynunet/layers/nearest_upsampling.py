@@ -34,8 +34,8 @@ def upsample_nearest(inputs: Any, size: Sequence[int]) -> Any:
 
     >>> import numpy as np
     >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
-    >>> ops.convert_to_numpy(upsample_nearest(x, (2, 2)))[0, :, :, 0].tolist()[:2]
-    [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+    >>> tuple(map(tuple, ops.convert_to_numpy(upsample_nearest(x, (2, 2)))[0, :2, :, 0].tolist()))
+    ((0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 1.0, 1.0))
     """
     _, height, width, channels = inputs.shape
     rows, cols = size
