@@ -22,7 +22,7 @@ and ``sm-keras`` (qubvel's Keras
 peak (numpy and torch, 2048x2048) and the ``import keras_dynunet`` time are measured in the
 same run.
 
-The machine's speed drifts during a long run (other tenants of the host), so runners are
+The machine's speed drifts during a long run, so runners are
 measured model by model (every runner on one model, then the next model), and
 ``--rounds N`` repeats the whole sweep N times, reversing the runner order every other round;
 each cell then reports its fastest round (the round least slowed by interference, the same
@@ -636,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(runners) - set(ALL_RUNNERS)
     if unknown:
         parser.error(f"unknown runners {sorted(unknown)}; choose from {ALL_RUNNERS}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sizes = args.sizes or ("256x8" if args.quick else "256x8,512x2")
     shapes = [tuple(int(v) for v in s.split("x")) for s in sizes.split(",")]
@@ -661,8 +663,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul peak (float32 2048^2, {args.threads} threads): {payload['matmul_peak']}")
     payload["import"] = import_time(args.threads)
     print(f"import keras_dynunet: {payload['import']}")
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     payload["rounds"] = args.rounds
     measured = []
     for round_, runner, model in sweep(runners, models, args.rounds):
