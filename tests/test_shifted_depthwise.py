@@ -5,7 +5,9 @@ import pytest
 from autodiff import value_and_grads
 from keras import ops
 
-from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts
+from keras_dynunet.layers import shifted_depthwise
+from keras_dynunet.layers.shifted_depthwise import depthwise_conv_by_shifts, kernel_gradient_method
+from keras_dynunet.layers.strided_windows import WindowGeometry
 
 pytestmark = pytest.mark.backends
 
@@ -52,8 +54,19 @@ def test_unequal_strides_dilation_and_depth_multiplier(strides, dilation, multip
         ((7, 12), 1, (2, 2), (1, 1), "same"),
     ],
 )
-def test_gradients_equal_keras_depthwise_conv(size, kernel, strides, dilation, padding):
-    """The hand-written input and kernel gradients match autodiff of Keras' op."""
+@pytest.mark.parametrize("method", ["reduce", "einsum"])
+def test_gradients_equal_keras_depthwise_conv(
+    size, kernel, strides, dilation, padding, method, monkeypatch
+):
+    """The hand-written input and kernel gradients match autodiff of Keras' op, with either
+    kernel-gradient method."""
+    chosen = []
+
+    def forced(geometry, backend=None):
+        chosen.append(kernel_gradient_method(geometry, backend))
+        return method
+
+    monkeypatch.setattr(shifted_depthwise, "kernel_gradient_method", forced)
     rng = np.random.default_rng(kernel + strides[0])
     x = rng.normal(size=(2, *size, 3)).astype("float32")
     k = rng.normal(size=(kernel, kernel, 3, 2)).astype("float32")
@@ -69,6 +82,32 @@ def test_gradients_equal_keras_depthwise_conv(size, kernel, strides, dilation, p
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_dx, want_dx, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_dk, want_dk, rtol=1e-4, atol=1e-4)
+    assert chosen, "the kernel gradient did not ask which method to use"
+
+
+@pytest.mark.parametrize(
+    ("size", "strides", "backend", "want"),
+    [
+        ((28, 28), (1, 1), "tensorflow", "einsum"),  # phase grid 32 x 32
+        ((29, 28), (1, 1), "tensorflow", "reduce"),  # 33 rows
+        ((60, 60), (2, 2), "tensorflow", "einsum"),  # 64 / 2
+        ((62, 60), (2, 2), "tensorflow", "reduce"),
+        ((16, 16), (1, 1), "jax", "reduce"),
+        ((16, 16), (1, 1), "torch", "reduce"),
+    ],
+)
+def test_kernel_gradient_method_rule(size, strides, backend, want):
+    """Dots on TensorFlow (XLA) up to a 32 x 32 stride-phase grid, reductions otherwise."""
+    geometry = WindowGeometry.of((size[0] + 4, size[1] + 4), (5, 5), strides)
+    assert kernel_gradient_method(geometry, backend) == want
+
+
+def test_kernel_gradient_method_follows_the_current_backend():
+    import keras
+
+    geometry = WindowGeometry.of((12, 12), (3, 3), (1, 1))
+    want = "einsum" if keras.backend.backend() == "tensorflow" else "reduce"
+    assert kernel_gradient_method(geometry) == want
 
 
 def test_refuses_unknown_padding_and_unknown_sizes():

@@ -85,7 +85,8 @@ def test_scatter_windows_is_the_transpose_of_reading_windows():
         ((9, 7), (5, 3), (2, 2), (1, 1)),
     ],
 )
-def test_window_dot_equals_reading_the_windows(size, kernel, strides, dilation):
+@pytest.mark.parametrize("method", ["reduce", "einsum"])
+def test_window_dot_equals_reading_the_windows(size, kernel, strides, dilation, method):
     from keras_dynunet.layers.strided_windows import phased, window, window_dot
 
     rng = np.random.default_rng(4)
@@ -94,8 +95,17 @@ def test_window_dot_equals_reading_the_windows(size, kernel, strides, dilation):
     other = rng.normal(size=(2, *geometry.out, 3)).astype("float32")
     for _, _, top, left in geometry.taps():
         want = (ops.convert_to_numpy(window(view, top, left, geometry)) * other).sum((0, 1, 2))
-        got = ops.convert_to_numpy(window_dot(view, other, top, left, geometry))
+        got = ops.convert_to_numpy(window_dot(view, other, top, left, geometry, method))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_window_dot_refuses_an_unknown_method():
+    from keras_dynunet.layers.strided_windows import phased, window_dot
+
+    geometry = WindowGeometry.of((4, 4), (3, 3), (1, 1))
+    view = phased(np.zeros((1, 4, 4, 2), "float32"), geometry)
+    with pytest.raises(ValueError, match="method must be 'reduce' or 'einsum', got 'conv'"):
+        window_dot(view, np.zeros((1, 2, 2, 2), "float32"), 0, 0, geometry, "conv")
 
 
 def test_refuses_unknown_padding_and_unknown_sizes():

@@ -130,14 +130,29 @@ def window(phased_input: Any, top: int, left: int, geometry: WindowGeometry) -> 
     ]
 
 
-def window_dot(phased_input: Any, other: Any, top: int, left: int, geometry: WindowGeometry) -> Any:
+def window_dot(
+    phased_input: Any,
+    other: Any,
+    top: int,
+    left: int,
+    geometry: WindowGeometry,
+    method: str = "reduce",
+) -> Any:
     """Per channel, ``sum(window(phased_input, top, left, geometry) * other)`` over the batch
     and every output position (a depthwise kernel gradient's tap).
 
-    Computed by zero-padding ``other`` onto the phase grid rather than slicing the window:
-    XLA:CPU (jaxlib 0.10.2) materialises each sliced window before the reduction; for
-    EfficientNet-B0's depthwise layers at 512x512, batch 2 the kernel gradients took 431 ms
-    sliced, 128 ms padded (``benchmarks/bench_jax_conv_grads.py``, 2 cores).
+    ``method="reduce"`` multiplies and sums, zero-padding ``other`` onto the phase grid
+    rather than slicing the window: XLA:CPU (jaxlib 0.10.2) materialises each sliced window
+    before the reduction; for EfficientNet-B0's depthwise layers at 512x512, batch 2 the
+    kernel gradients took 431 ms sliced, 128 ms padded (``benchmarks/bench_jax_conv_grads.py``,
+    2 cores). ``method="einsum"`` is one ``keras.ops.einsum`` of the sliced window and
+    ``other`` (a dot with the channels as its batch dimension): XLA materialises a dot's
+    operands, so the elementwise ops that produce ``other`` run once, not once per tap inside
+    each tap's reduction (which one is faster depends on the XLA version and the shape; see
+    :func:`keras_dynunet.layers.shifted_depthwise.kernel_gradient_method`).
+
+    Raises:
+        ValueError: ``method`` is neither ``"reduce"`` nor ``"einsum"``.
 
     >>> import numpy as np
     >>> x = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)
@@ -145,7 +160,14 @@ def window_dot(phased_input: Any, other: Any, top: int, left: int, geometry: Win
     >>> other = np.ones((1, 2, 2, 1), "float32")
     >>> ops.convert_to_numpy(window_dot(phased(x, geometry), other, 1, 2, geometry)).tolist()
     [52.0]
+    >>> view = phased(x, geometry)
+    >>> ops.convert_to_numpy(window_dot(view, other, 1, 2, geometry, method="einsum")).tolist()
+    [52.0]
     """
+    if method == "einsum":
+        return ops.einsum("nhwc,nhwc->c", window(phased_input, top, left, geometry), other)
+    if method != "reduce":
+        raise ValueError(f"window_dot: method must be 'reduce' or 'einsum', got {method!r}")
     (sh, sw), (out_h, out_w) = geometry.strides, geometry.out
     hc, wc = geometry.phase_grid()
     row, col = top // sh, left // sw
