@@ -3,9 +3,10 @@
 Two layers of keras-dynunet replace autodiff with a written-out gradient
 (``keras.ops.custom_gradient``):
 
-* ``batch-norm`` (PyTorch backend): :class:`keras_dynunet.layers.batch_norm.FastBatchNormalization`
-  against the plain Keras ``BatchNormalization.call`` (autograd through eager ops), on the
-  resnet34 U-Net;
+* ``batch-norm`` (PyTorch backend), ``batch-norm-jax``, ``batch-norm-jax-512`` (JAX):
+  :class:`keras_dynunet.layers.batch_norm.FastBatchNormalization` against the plain Keras
+  ``BatchNormalization.call`` (autograd through eager ops on PyTorch, XLA's autodiff of
+  Keras' moments on JAX), on the resnet34 U-Net;
 * ``depthwise`` (JAX backend): the hand-written gradient of
   :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts` against autodiff
   of the same forward window sum, on the efficientnet-b0 U-Net;
@@ -43,6 +44,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "hand_gradients.json"
 # case: (backend, model, size, batch)
 CASES = {
     "batch-norm": ("torch", "resnet34", 256, 8),
+    "batch-norm-jax": ("jax", "resnet34", 256, 8),
+    "batch-norm-jax-512": ("jax", "resnet34", 512, 2),
     "depthwise": ("jax", "efficientnet-b0", 512, 2),
     "max-pool": ("jax", "resnet34", 512, 2),
     "max-pool-256": ("jax", "resnet34", 256, 8),
@@ -60,7 +63,7 @@ def _worker(case: str, variant: str) -> None:
 
     backend, model_name, size, batch = CASES[case]
     if variant == "autodiff":
-        if case == "batch-norm":
+        if case.startswith("batch-norm"):
             from keras_dynunet.layers.batch_norm import FastBatchNormalization
 
             FastBatchNormalization.call = keras.layers.BatchNormalization.call

@@ -1,6 +1,6 @@
 """The fused batch norm equals ``keras.layers.BatchNormalization``. Every backend.
 
-On the torch backend its training step is hand-differentiated; here it is checked
+On the torch and JAX backends its training step is hand-differentiated; here it is checked
 against the Keras layer: outputs, input / scale / offset gradients, moving statistics.
 """
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from autodiff import value_and_grads
 
+from keras_dynunet.layers import batch_norm
 from keras_dynunet.layers.batch_norm import FastBatchNormalization
 
 pytestmark = pytest.mark.backends
@@ -64,3 +65,21 @@ def test_inference_and_frozen_layers_equal_keras():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer(x, training=True)),
         keras.ops.convert_to_numpy(reference(x, training=True)), rtol=1e-5, atol=1e-5)
+
+
+def test_training_takes_the_hand_gradient_on_torch_and_jax_only(monkeypatch):
+    """The hand-written path runs exactly where it is meant to (and not in inference)."""
+    calls = []
+    original = batch_norm._train_normalize
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(batch_norm, "_train_normalize", spy)
+    x, _, layer = _pair()
+    layer(x, training=False)
+    assert calls == []
+    layer(x, training=True)
+    want = keras.backend.backend() in ("torch", "jax")
+    assert bool(calls) is want
