@@ -3,10 +3,14 @@
 Two layers of keras-dynunet replace autodiff with a written-out gradient
 (``keras.ops.custom_gradient``):
 
-* ``batch-norm`` (PyTorch backend), ``batch-norm-jax``, ``batch-norm-jax-512`` (JAX):
+* ``batch-norm`` (PyTorch backend), ``batch-norm-jax``, ``batch-norm-jax-512`` (JAX),
+  ``batch-norm-tf``, ``batch-norm-tf-512``, ``batch-norm-tf-effnet`` (TensorFlow, XLA off,
+  the default on CPU), ``batch-norm-tf-xla`` (TensorFlow with ``jit_compile=True``):
   :class:`keras_dynunet.layers.batch_norm.FastBatchNormalization` against the plain Keras
   ``BatchNormalization.call`` (autograd through eager ops on PyTorch, XLA's autodiff of
-  Keras' moments on JAX), on the resnet34 U-Net;
+  Keras' moments on JAX, the gradient tape through ``tf.nn.moments`` and
+  ``tf.nn.batch_normalization`` on TensorFlow), on the resnet34 U-Net (efficientnet-b0
+  where named);
 * ``depthwise`` (JAX backend): the hand-written gradient of
   :func:`keras_dynunet.layers.shifted_depthwise.depthwise_conv_by_shifts` against autodiff
   of the same forward window sum, on the efficientnet-b0 U-Net;
@@ -41,11 +45,15 @@ from pathlib import Path
 from bench_common import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hand_gradients.json"
-# case: (backend, model, size, batch)
+# case: (runner, model, size, batch); runner "tensorflow-xla" = TensorFlow, jit_compile=True
 CASES = {
     "batch-norm": ("torch", "resnet34", 256, 8),
     "batch-norm-jax": ("jax", "resnet34", 256, 8),
     "batch-norm-jax-512": ("jax", "resnet34", 512, 2),
+    "batch-norm-tf": ("tensorflow", "resnet34", 256, 8),
+    "batch-norm-tf-512": ("tensorflow", "resnet34", 512, 2),
+    "batch-norm-tf-effnet": ("tensorflow", "efficientnet-b0", 256, 8),
+    "batch-norm-tf-xla": ("tensorflow-xla", "efficientnet-b0", 256, 8),
     "depthwise": ("jax", "efficientnet-b0", 512, 2),
     "max-pool": ("jax", "resnet34", 512, 2),
     "max-pool-256": ("jax", "resnet34", 256, 8),
@@ -94,7 +102,8 @@ def _worker(case: str, variant: str) -> None:
         model = kd.build_model(model_name, input_shape=(size, size, 3))
     else:
         model = kd.build_unet(model_name, classes=1, input_shape=(size, size, 3))
-    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  jit_compile=True if backend == "tensorflow-xla" else "auto")
     for _ in range(2):
         model.train_on_batch(x, y)
     times = []
@@ -120,21 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) {sorted(unknown)}; choose from {sorted(CASES)}")
     rows = []
-    print(f"{'case':<12}{'backend':<9}{'model':<17}{'size':>5}{'bs':>4}"
+    print(f"{'case':<22}{'backend':<16}{'model':<17}{'size':>5}{'bs':>4}"
           f"{'autodiff':>10}{'hand':>10}{'ratio':>8}   (train img/s, median of rounds)")
     for case in cases:
         backend, model_name, size, batch = CASES[case]
         runs: dict[str, list[float]] = {"autodiff": [], "hand": []}
         for _ in range(args.rounds):
             for variant in runs:
-                env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+                env = dict(os.environ, KERAS_BACKEND=backend.removesuffix("-xla"),
+                           JAX_PLATFORMS="cpu")
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", case, variant],
                     env=env, capture_output=True, text=True, check=True,
                 )
                 runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1])["train_img_s"])
         a, h = statistics.median(runs["autodiff"]), statistics.median(runs["hand"])
-        print(f"{case:<12}{backend:<9}{model_name:<17}{size:>5}{batch:>4}"
+        print(f"{case:<22}{backend:<16}{model_name:<17}{size:>5}{batch:>4}"
               f"{a:>10.3f}{h:>10.3f}{h / a:>7.2f}x")
         rows.append({"case": case, "backend": backend, "model": model_name, "size": size,
                      "batch": batch, "runs": runs, "autodiff_img_s": a, "hand_img_s": h})

@@ -1,7 +1,8 @@
 """The fused batch norm equals ``keras.layers.BatchNormalization``. Every backend.
 
-On the torch and JAX backends its training step is hand-differentiated; here it is checked
-against the Keras layer: outputs, input / scale / offset gradients, moving statistics.
+Its training step is hand-differentiated on every backend; here it is checked against the
+Keras layer: outputs, input / scale / offset gradients, moving statistics, and a compiled
+training step (XLA on TensorFlow and JAX).
 """
 
 import keras
@@ -67,8 +68,8 @@ def test_inference_and_frozen_layers_equal_keras():
         keras.ops.convert_to_numpy(reference(x, training=True)), rtol=1e-5, atol=1e-5)
 
 
-def test_training_takes_the_hand_gradient_on_torch_and_jax_only(monkeypatch):
-    """The hand-written path runs exactly where it is meant to (and not in inference)."""
+def test_training_takes_the_hand_gradient(monkeypatch):
+    """The hand-written path runs in training on this backend, and not in inference."""
     calls = []
     original = batch_norm._train_normalize
 
@@ -81,5 +82,51 @@ def test_training_takes_the_hand_gradient_on_torch_and_jax_only(monkeypatch):
     layer(x, training=False)
     assert calls == []
     layer(x, training=True)
-    want = keras.backend.backend() in ("torch", "jax")
-    assert bool(calls) is want
+    assert keras.backend.backend() in batch_norm.HAND_GRADIENT_BACKENDS
+    assert calls
+
+
+def _small_models_and_data(samples, seed):
+    """The same small conv + batch-norm model with the Keras layer and with ours (same
+    weights, XLA where the backend compiles: tf.custom_gradient inside an XLA cluster on
+    TensorFlow), and regression data."""
+    models = []
+    for norm_class in (keras.layers.BatchNormalization, FastBatchNormalization):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 7, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+        x = keras.layers.Activation("relu")(norm_class(momentum=0.5)(x))
+        model = keras.Model(inputs, keras.layers.Conv2D(1, 1)(x))
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse",
+                      jit_compile=keras.backend.backend() != "torch")
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1.0, 2.0, (samples, 6, 7, 3)).astype("float32")
+    return models, x, rng.normal(size=(samples, 6, 7, 1)).astype("float32")
+
+
+def _assert_same_weights(ours, reference):
+    for got, want in zip(ours.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_training_steps_equal_keras():
+    (reference, ours), x, y = _small_models_and_data(4, seed=2)
+    start = reference.get_weights()
+    for _ in range(3):
+        want_loss = float(reference.train_on_batch(x, y))
+        got_loss = float(ours.train_on_batch(x, y))
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-4)
+    for want, before in zip(reference.get_weights(), start, strict=True):
+        assert np.abs(want - before).max() > 1e-3  # every weight moved, moving statistics too
+    _assert_same_weights(ours, reference)
+
+
+def test_fit_with_a_partial_last_batch_equals_keras():
+    """A partial last batch makes TensorFlow retrace the step with an unknown batch size."""
+    (reference, ours), x, y = _small_models_and_data(5, seed=3)
+    want = reference.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0).history["loss"]
+    got = ours.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    _assert_same_weights(ours, reference)
