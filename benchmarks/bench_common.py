@@ -7,6 +7,15 @@ import os
 import tempfile
 from pathlib import Path
 
+#: Keras runners of the benchmarks: runner -> (``KERAS_BACKEND``, ``compile(jit_compile=...)``).
+#: ``tensorflow`` pins XLA off (what ``"auto"`` picks on a CPU-only machine), JAX always jits.
+KERAS_RUNNER_SETTINGS: dict[str, tuple[str, bool | str]] = {
+    "tensorflow-xla": ("tensorflow", True),
+    "tensorflow": ("tensorflow", False),
+    "jax": ("jax", "auto"),
+    "torch": ("torch", False),
+}
+
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` as JSON to ``path`` via a temp file and ``os.replace``."""

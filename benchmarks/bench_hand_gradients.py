@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import write_json_atomic
+from bench_common import KERAS_RUNNER_SETTINGS, write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hand_gradients.json"
 # case: (runner, model, size, batch); runner "tensorflow-xla" = TensorFlow, jit_compile=True
@@ -103,7 +103,7 @@ def _worker(case: str, variant: str) -> None:
     else:
         model = kd.build_unet(model_name, classes=1, input_shape=(size, size, 3))
     model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  jit_compile=True if backend == "tensorflow-xla" else "auto")
+                  jit_compile=KERAS_RUNNER_SETTINGS[backend][1])
     for _ in range(2):
         model.train_on_batch(x, y)
     times = []
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[float]] = {"autodiff": [], "hand": []}
         for _ in range(args.rounds):
             for variant in runs:
-                env = dict(os.environ, KERAS_BACKEND=backend.removesuffix("-xla"),
+                env = dict(os.environ, KERAS_BACKEND=KERAS_RUNNER_SETTINGS[backend][0],
                            JAX_PLATFORMS="cpu")
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", case, variant],

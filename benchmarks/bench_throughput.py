@@ -51,13 +51,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import write_json_atomic
+from bench_common import KERAS_RUNNER_SETTINGS, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 MODELS = ("resnet34", "efficientnet-b0", "ternaus-vgg11")
 SHAPES = ((256, 8), (512, 2))  # (image size, batch)
-KERAS_RUNNERS = ("tensorflow-xla", "tensorflow", "jax", "torch")
+KERAS_RUNNERS = tuple(KERAS_RUNNER_SETTINGS)
 SMP_RUNNERS = ("smp", "smp-malloc")
 ALL_RUNNERS = (*KERAS_RUNNERS, *SMP_RUNNERS, "sm-keras")
 SMP_NAMES = {"resnet34": "resnet34", "efficientnet-b0": "efficientnet-b0", "ternaus-vgg11": None}
@@ -277,7 +277,7 @@ def worker(spec: dict) -> dict:
             from keras_dynunet.cpu_allocator import apply_cpu_allocator_tuning
 
             out["malloc"] = apply_cpu_allocator_tuning(keras.backend.backend())
-        jit = {"tensorflow-xla": True, "tensorflow": False, "torch": False}.get(runner, "auto")
+        jit = KERAS_RUNNER_SETTINGS.get(runner, (None, "auto"))[1]  # sm-keras: "auto"
         model.compile(
             optimizer=keras.optimizers.Adam(1e-4),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
@@ -396,8 +396,8 @@ def import_time(threads: int) -> dict:
 
 def run_worker(spec: dict, timeout: float) -> dict:
     backend = {"smp": None, "sm-keras": "tensorflow"}.get(spec["runner"])
-    if spec["runner"] in KERAS_RUNNERS:
-        backend = spec["runner"].split("-")[0]
+    if spec["runner"] in KERAS_RUNNER_SETTINGS:
+        backend = KERAS_RUNNER_SETTINGS[spec["runner"]][0]
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     start = time.perf_counter()
